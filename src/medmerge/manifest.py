@@ -1,0 +1,127 @@
+"""Provenance written beside every artifact and read back by the next stage.
+
+Each artifact folder holds `medmerge_manifest.json`: what made it (stage, config, versions,
+git revision), from what (content hashes of inputs) and when.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from medmerge.errors import ModelError
+
+MANIFEST_NAME = "medmerge_manifest.json"
+_TRACKED_PACKAGES = ("medmerge", "torch", "transformers", "peft", "safetensors", "accelerate")
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes, read in chunks so memory stays flat."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hex sha256 of an object's canonical JSON (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def weight_files(model_dir: str | os.PathLike) -> list[Path]:
+    """The weight files of a model or adapter folder, safetensors preferred, sorted by name."""
+    folder = Path(model_dir)
+    files = sorted(folder.glob("*.safetensors"))
+    return files or sorted([*folder.glob("*.bin"), *folder.glob("*.pt")])
+
+
+def files_digest(paths: list[Path]) -> str:
+    """One sha256 over several files: the hash of their names and content hashes."""
+    return sha256_json({p.name: sha256_file(p) for p in paths})
+
+
+def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
+    """Identity of a HF model folder: where it is, and hashes of its config and weights."""
+    folder = Path(model_dir)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ModelError(
+            f"{folder}: not a model folder (no config.json); pass a Hugging Face model directory"
+        )
+    weights = weight_files(folder)
+    if not weights:
+        raise ModelError(f"{folder}: no weight files (*.safetensors) found next to config.json")
+    with open(config, encoding="utf-8") as handle:
+        config_dict = json.load(handle)
+    # The config hash ignores fields that tools rewrite on save without changing the model.
+    for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
+        config_dict.pop(volatile, None)
+    return {
+        "path": str(folder.resolve()),
+        "config_sha256": sha256_json(config_dict),
+        "weights_sha256": files_digest(weights),
+    }
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_revision() -> str | None:
+    """The medmerge source checkout's commit, or None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def write_manifest(folder: str | os.PathLike, stage: str, payload: dict[str, Any]) -> Path:
+    """Write the manifest of an artifact folder; `payload` holds the stage's inputs and config."""
+    record = {
+        "stage": stage,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        **payload,
+    }
+    path = Path(folder) / MANIFEST_NAME
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=2, ensure_ascii=False, default=str)
+        handle.write("\n")
+    return path
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of an artifact folder, or None when it has none."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}:{exc.lineno}: manifest is not valid JSON ({exc.msg})") from exc
