@@ -11,8 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class _Bar:
-    def __init__(self, progress: Progress | None, task: int | None, total: int, label: str) -> None:
+    def __init__(
+        self, progress: Progress | None, task: int | None, total: int, label: str, silent: bool = False
+    ) -> None:
         self._progress, self._task, self._total, self._label = progress, task, total, label
+        self._silent = silent
         self._done = 0
         self._last_print = 0.0
 
@@ -22,6 +25,8 @@ class _Bar:
         text = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
         if self._progress is not None:
             self._progress.update(self._task, advance=steps, metrics=text)
+            return
+        if self._silent:
             return
         now = time.monotonic()
         if now - self._last_print > 10 or self._done == self._total:
@@ -33,7 +38,7 @@ class _Bar:
 def progress_bar(total: int, label: str, enabled: bool = True) -> Iterator[_Bar]:
     """A bar of `total` steps; on a non-terminal stderr, a line every 10 s instead."""
     if not enabled or not sys.stderr.isatty():
-        yield _Bar(None, None, total, label)
+        yield _Bar(None, None, total, label, silent=not enabled)
         return
     columns = (
         TextColumn("[bold]{task.description}"),

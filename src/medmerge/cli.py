@@ -1,0 +1,270 @@
+"""The `medmerge` command: parse, build a stage config, call the stage. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from medmerge import __version__
+from medmerge.errors import MedmergeError
+
+
+def _adapter_weight(text: str) -> dict[str, object]:
+    path, sep, weight = text.rpartition("=")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PATH=WEIGHT, e.g. runs/pt=0.3")
+    try:
+        return {"path": path, "weight": float(weight)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: weight {weight!r} is not a number") from None
+
+
+def _add_common(parser: argparse.ArgumentParser, config: bool = True) -> None:
+    if config:
+        parser.add_argument("--config", help="YAML file; flags given here override it")
+        parser.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)"
+        )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+
+
+# ---------------------------------------------------------------- base
+
+
+def _cmd_base_build(args: argparse.Namespace) -> int:
+    from medmerge.base import BaseBuildConfig, build_base
+    from medmerge.config import build_config, parse_set_overrides
+
+    overrides = {"out": args.out, "seed": args.seed, "pretrain_steps": args.pretrain_steps, "force": args.force or None}
+    cfg = build_config(BaseBuildConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    build_base(cfg)
+    return 0
+
+
+def _add_base(sub: argparse._SubParsersAction) -> None:
+    base = sub.add_parser("base", help="the tiny default base model")
+    base_sub = base.add_subparsers(dest="base_command", required=True)
+    build = base_sub.add_parser("build", help="build the tiny Qwen3 base model and tokenizer")
+    build.add_argument("--out", help="output folder (a Hugging Face model folder)")
+    build.add_argument("--seed", type=int)
+    build.add_argument("--pretrain-steps", type=int, help="0 skips the brief pretraining")
+    build.add_argument("--force", action="store_true", help="replace an existing --out")
+    _add_common(build)
+    build.set_defaults(func=_cmd_base_build)
+
+
+# ---------------------------------------------------------------- train
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.train import TrainConfig, train
+
+    overrides = {
+        "stage": args.stage,
+        "base": args.base,
+        "data": args.data,
+        "out": args.out,
+        "template": args.template,
+        "enable_thinking": args.enable_thinking,
+        "max_steps": args.max_steps,
+        "seed": args.seed,
+        "force": args.force or None,
+    }
+    cfg = build_config(TrainConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    train(cfg)
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a LoRA adapter (pt: raw text, sft: QA pairs)")
+    train_sub = train.add_subparsers(dest="stage", required=True)
+    for stage, what in (("pt", "domain pretraining on raw text"), ("sft", "supervised fine-tuning")):
+        p = train_sub.add_parser(stage, help=what)
+        p.add_argument("--base", help="base model folder")
+        p.add_argument("--data", nargs="+", help="data file(s)")
+        p.add_argument("--out", help="adapter output folder")
+        p.add_argument("--template", help="chat template: qwen3, qwen3_nothink, chatml, default")
+        p.add_argument(
+            "--enable-thinking", dest="enable_thinking", action=argparse.BooleanOptionalAction, default=None
+        )
+        p.add_argument("--max-steps", type=int)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--force", action="store_true", help="replace an existing --out")
+        _add_common(p)
+        p.set_defaults(func=_cmd_train)
+
+
+# ---------------------------------------------------------------- merge
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.merge import MergeConfig, run_merge
+
+    overrides = {
+        "base": args.base,
+        "adapters": args.adapter,
+        "out": args.out,
+        "method": args.method,
+        "dtype": args.dtype,
+        "export": args.export,
+        "adapter_rank": args.adapter_rank,
+        "density": args.density,
+        "seed": args.seed,
+        "force": args.force or None,
+        "verify": False if args.no_verify else None,
+        "allow_pickle": args.allow_pickle or None,
+    }
+    cfg = build_config(
+        MergeConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+    )
+    return run_merge(cfg)
+
+
+def _rank(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge LoRA adapters into the base with chosen weights")
+    p.add_argument("--base", help="base model folder")
+    p.add_argument(
+        "--adapter", action="append", type=_adapter_weight, metavar="PATH=WEIGHT", help="repeatable"
+    )
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--method", help="linear (default), ties, dare_linear, dare_ties, magnitude_prune")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--export", choices=["full", "adapter", "both"])
+    p.add_argument("--adapter-rank", type=_rank, help="merged adapter rank: auto or an integer")
+    p.add_argument("--density", type=float, help="kept fraction for ties/dare/magnitude_prune")
+    p.add_argument("--seed", type=int, help="seed of dare's random drop mask")
+    p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
+    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt checkpoints")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--section", help="read the config from this section of the YAML file (e.g. merge)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_merge)
+
+
+# ---------------------------------------------------------------- verify
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.verify import VerifyConfig, run_verify
+
+    overrides = {
+        "base": args.base,
+        "merged": args.merged,
+        "adapters": args.adapter,
+        "method": args.method,
+        "template": args.template,
+        "enable_thinking": args.enable_thinking,
+        "sample": args.sample,
+        "logits": False if args.no_logits else None,
+        "report": args.report,
+        "allow_pickle": args.allow_pickle or None,
+    }
+    cfg = build_config(
+        VerifyConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+    )
+    return run_verify(cfg)
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check a merged checkpoint against base + adapters")
+    p.add_argument("--base", help="base model folder")
+    p.add_argument("--merged", help="merged model folder")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        type=_adapter_weight,
+        metavar="PATH=WEIGHT",
+        help="intended adapters (default: the merged folder's manifest)",
+    )
+    p.add_argument("--method", help="merge method (default: the manifest's, else linear)")
+    p.add_argument("--template", help="template evaluation will use; checked against the adapters'")
+    p.add_argument(
+        "--enable-thinking", dest="enable_thinking", action=argparse.BooleanOptionalAction, default=None
+    )
+    p.add_argument("--sample", type=int, help="check only N touched and N untouched tensors")
+    p.add_argument("--no-logits", action="store_true", help="skip the behaviour check (loads both models)")
+    p.add_argument("--report", help="verify.json path (default: <merged>/verify.json)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt checkpoints")
+    p.add_argument("--section", help="read the config from this section of the YAML file")
+    _add_common(p)
+    p.set_defaults(func=_cmd_verify)
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from medmerge.demo import run_demo
+
+    return run_demo(args.out)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on the bundled tiny model and sample data")
+    p.add_argument("--out", default="runs/demo", help="run folder (reused across runs)")
+    _add_common(p, config=False)
+    p.set_defaults(func=_cmd_demo)
+
+
+_REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_base,
+    _add_train,
+    _add_merge,
+    _add_verify,
+    _add_demo,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medmerge",
+        description="Train PT and SFT LoRA adapters, merge them exactly, verify and evaluate the merge.",
+    )
+    parser.add_argument("--version", action="version", version=f"medmerge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in _REGISTRARS:
+        register(sub)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (load bars, deprecation notes) out of the user's terminal."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        return int(args.func(args) or 0)
+    except MedmergeError as exc:
+        if args.debug:
+            raise
+        print(f"medmerge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medmerge: interrupted; finished artifacts are untouched, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

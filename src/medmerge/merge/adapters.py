@@ -1,0 +1,224 @@
+"""Read a PEFT LoRA adapter folder into per-base-tensor factors with their exact scale.
+
+A PEFT key such as `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight` maps to
+the base tensor `model.layers.0.self_attn.q_proj.weight`; its delta is s * B @ A with
+s = alpha / r (alpha / sqrt(r) for rsLoRA), r and alpha taken per module from
+rank_pattern / alpha_pattern exactly as PEFT resolves them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medmerge.errors import MergeError, ModelError
+from medmerge.manifest import read_manifest, sha256_file
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_PICKLE = "adapter_model.bin"
+_PREFIX = "base_model.model."
+# Config switches that change the delta away from s * B @ A; merged exactly only when off.
+_VARIANT_FLAGS = ("use_dora", "use_qalora", "use_bdlora", "alora_invocation_tokens")
+_VARIANT_CONFIGS = (
+    "arrow_config",
+    "layer_replication",
+    "target_parameters",
+    "trainable_token_indices",
+)
+_FACTOR_SUFFIXES = {
+    ".lora_A.weight": "A",
+    ".lora_B.weight": "B",
+    ".lora_B.bias": "bias",
+    ".lora_embedding_A": "embedding_A",
+    ".lora_embedding_B": "embedding_B",
+}
+
+
+@dataclass
+class LoraFactors:
+    """One module's LoRA factors; its weight delta is `scale * B @ A` (transposed if `transpose`)."""
+
+    module: str
+    A: torch.Tensor
+    B: torch.Tensor
+    scale: float
+    transpose: bool = False  # fan_in_fan_out layouts and embeddings store W as (in, out)
+    bias: torch.Tensor | None = None  # lora_bias: the module's bias moves by scale * bias
+    embedding: bool = False  # saved as lora_embedding_A/B
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[0]
+
+    def weight_delta(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The dense delta of this module's weight, computed in `dtype`."""
+        delta = self.B.to(dtype) @ self.A.to(dtype)
+        delta = delta.T if self.transpose else delta
+        return delta * self.scale
+
+
+@dataclass
+class Adapter:
+    """A PEFT LoRA adapter, keyed by the base tensor each part changes."""
+
+    path: Path
+    config: dict[str, Any]
+    factors: dict[str, LoraFactors] = field(default_factory=dict)  # base weight name -> factors
+    full_copies: dict[str, torch.Tensor] = field(default_factory=dict)  # modules_to_save
+    base_copies: dict[str, torch.Tensor] = field(default_factory=dict)  # saved base_layer weights
+    manifest: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    def touched(self) -> set[str]:
+        """Every base tensor name this adapter changes."""
+        names = set(self.factors) | set(self.full_copies)
+        names |= {_bias_name(f.module) for f in self.factors.values() if f.bias is not None}
+        return names
+
+    def hashes(self) -> dict[str, str]:
+        weights = self.path / ADAPTER_WEIGHTS
+        if not weights.is_file():
+            weights = self.path / ADAPTER_PICKLE
+        return {
+            "adapter_config_sha256": sha256_file(self.path / ADAPTER_CONFIG),
+            "adapter_weights_sha256": sha256_file(weights),
+        }
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    if tensor.numel() == 0 or not tensor.is_floating_point():
+        return True
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low) and torch.isfinite(high))
+
+
+def _bias_name(module: str) -> str:
+    return f"{module}.bias"
+
+
+def load_adapter(path: str | Path, allow_pickle: bool = False) -> Adapter:
+    """Read an adapter folder; refuse variants whose delta is not s * B @ A."""
+    folder = Path(path)
+    config = _read_config(folder)
+    _refuse_variants(folder, config)
+    state = _read_state(folder, allow_pickle)
+    adapter = Adapter(path=folder, config=config, manifest=read_manifest(folder))
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        if not _all_finite(tensor):
+            raise MergeError(
+                f"{folder}: tensor {key!r} holds NaN or Inf; the adapter is broken, retrain or re-export it"
+            )
+        _sort_key(folder, key, tensor, adapter, grouped)
+    for module, parts in grouped.items():
+        adapter.factors[f"{module}.weight"] = _factors(folder, module, parts, config)
+    return adapter
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    file = folder / ADAPTER_CONFIG
+    if not file.is_file():
+        raise ModelError(
+            f"{folder}: not a PEFT adapter folder (no {ADAPTER_CONFIG}); pass an adapter directory"
+        )
+    try:
+        with open(file, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+
+
+def _refuse_variants(folder: Path, config: dict[str, Any]) -> None:
+    if config.get("peft_type", "LORA") != "LORA":
+        raise MergeError(
+            f"{folder}: peft_type {config.get('peft_type')!r} is not LoRA; only LoRA adapters merge"
+        )
+    for flag in (*_VARIANT_FLAGS, *_VARIANT_CONFIGS):
+        if config.get(flag):
+            raise MergeError(
+                f"{folder}: adapter uses {flag} whose delta is not s*B@A; medmerge refuses it rather than "
+                "merge it inexactly (merge it with PEFT's merge_and_unload, or retrain without it)"
+            )
+
+
+def _read_state(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    weights = folder / ADAPTER_WEIGHTS
+    if weights.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(weights))
+    pickled = folder / ADAPTER_PICKLE
+    if pickled.is_file():
+        if not allow_pickle:
+            raise ModelError(
+                f"{pickled}: pickle checkpoints can run code when loaded; convert to safetensors or pass --allow-pickle"
+            )
+        return torch.load(pickled, map_location="cpu", weights_only=True)
+    raise ModelError(f"{folder}: no {ADAPTER_WEIGHTS} found next to {ADAPTER_CONFIG}")
+
+
+def _sort_key(
+    folder: Path, key: str, tensor: torch.Tensor, adapter: Adapter, grouped: dict
+) -> None:
+    """File one saved tensor under its module's factors, a full copy, or a base copy."""
+    name = key[len(_PREFIX) :] if key.startswith(_PREFIX) else key
+    for suffix, part in _FACTOR_SUFFIXES.items():
+        if name.endswith(suffix):
+            module = name[: -len(suffix)]
+            grouped.setdefault(module, {})[part] = tensor
+            return
+    if ".base_layer." in name:
+        adapter.base_copies[name.replace(".base_layer.", ".")] = tensor
+    elif "lora_" in name or "magnitude" in name:
+        raise MergeError(
+            f"{folder}: tensor {key!r} is not a plain LoRA factor (a LoRA variant?); medmerge merges plain LoRA only"
+        )
+    else:
+        adapter.full_copies[name.replace(".modules_to_save.default.", ".")] = tensor
+
+
+def _factors(
+    folder: Path, module: str, parts: dict[str, torch.Tensor], config: dict
+) -> LoraFactors:
+    embedding = "embedding_A" in parts
+    A = parts.get("embedding_A" if embedding else "A")
+    B = parts.get("embedding_B" if embedding else "B")
+    if A is None or B is None:
+        raise MergeError(
+            f"{folder}: module {module!r} lacks lora_A or lora_B; the adapter file is incomplete"
+        )
+    if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
+        raise MergeError(
+            f"{folder}: module {module!r} has lora_A {tuple(A.shape)} and lora_B {tuple(B.shape)}, "
+            "which do not multiply (a convolution or a corrupt file); medmerge merges linear and embedding LoRA"
+        )
+    return LoraFactors(
+        module=module,
+        A=A,
+        B=B,
+        scale=module_scale(config, module, A.shape[0]),
+        # PEFT embeddings keep A as (r, vocab), so B @ A is the transpose of the table.
+        transpose=embedding or bool(config.get("fan_in_fan_out")),
+        bias=parts.get("bias"),
+        embedding=embedding,
+    )
+
+
+def module_scale(config: dict[str, Any], module: str, rank: int) -> float:
+    """s = alpha / r, or alpha / sqrt(r) for rsLoRA, with alpha from alpha_pattern as PEFT reads it."""
+    alpha = config.get("lora_alpha", 8)
+    for pattern, value in (config.get("alpha_pattern") or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            alpha = value
+            break
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank

@@ -1,0 +1,260 @@
+"""Lazy, tensor-at-a-time safetensors reading and writing, so memory follows one tensor.
+
+The safetensors format is an 8-byte header length, a JSON header of names, dtypes, shapes
+and byte ranges, then the raw bytes. Reading a tensor reads its byte range only; writing
+lays out the header first (the plan is known from the base) and then streams each tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medmerge.errors import ModelError
+
+INDEX_NAME = "model.safetensors.index.json"
+_COPY_CHUNK = 1 << 24
+DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor's bytes are: file, absolute byte range, dtype name and shape."""
+
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+
+def read_header(file: Path) -> list[TensorEntry]:
+    """The tensors of one safetensors file, in the order their bytes appear."""
+    try:
+        with open(file, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            f"{file}: not a readable safetensors file ({exc}); re-download or re-save it"
+        ) from exc
+    data_start = 8 + length
+    entries = [
+        TensorEntry(
+            name,
+            file,
+            info["dtype"],
+            tuple(info["shape"]),
+            data_start + info["data_offsets"][0],
+            data_start + info["data_offsets"][1],
+        )
+        for name, info in header.items()
+        if name != "__metadata__"
+    ]
+    return sorted(entries, key=lambda e: e.start)
+
+
+def read_tensor(entry: TensorEntry) -> torch.Tensor:
+    """Read one tensor's bytes (and nothing else) into a fresh CPU tensor."""
+    if entry.dtype not in DTYPES:
+        raise ModelError(f"{entry.file}: tensor {entry.name!r} has unsupported dtype {entry.dtype}")
+    if entry.nbytes == 0:
+        return torch.empty(entry.shape, dtype=entry.torch_dtype)
+    buffer = bytearray(entry.nbytes)
+    with open(entry.file, "rb") as handle:
+        handle.seek(entry.start)
+        handle.readinto(buffer)
+    return torch.frombuffer(buffer, dtype=entry.torch_dtype).reshape(entry.shape)
+
+
+class Checkpoint:
+    """A Hugging Face model folder's tensors (single file or sharded with an index), read lazily."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        files = self._weight_files()
+        self.entries: dict[str, TensorEntry] = {}
+        for file in files:
+            for entry in read_header(file):
+                self.entries[entry.name] = entry
+
+    def _weight_files(self) -> list[Path]:
+        if not (self.folder / "config.json").is_file():
+            raise ModelError(
+                f"{self.folder}: not a model folder (no config.json); pass a Hugging Face model directory"
+            )
+        index = self.folder / INDEX_NAME
+        if index.is_file():
+            with open(index, encoding="utf-8") as handle:
+                weight_map = json.load(handle)["weight_map"]
+            files = sorted({self.folder / f for f in weight_map.values()})
+        else:
+            files = sorted(self.folder.glob("*.safetensors"))
+        if not files:
+            raise ModelError(
+                f"{self.folder}: no *.safetensors weights; convert the checkpoint to safetensors "
+                "(pickle .bin checkpoints are not read for safety)"
+            )
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ModelError(
+                f"{self.folder}: index names missing shard(s) {missing}; re-download the model"
+            )
+        return files
+
+    def read(self, name: str) -> torch.Tensor:
+        return read_tensor(self.entries[name])
+
+    def stored_float_dtype(self) -> torch.dtype:
+        """The dtype most of the floating-point bytes are stored in."""
+        sizes: dict[torch.dtype, int] = {}
+        for entry in self.entries.values():
+            if entry.torch_dtype.is_floating_point:
+                sizes[entry.torch_dtype] = sizes.get(entry.torch_dtype, 0) + entry.nbytes
+        return max(sizes, key=sizes.get) if sizes else torch.float32
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One tensor to be written: name, stored dtype name, shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for size in self.shape:
+            count *= size
+        return count * DTYPES[self.dtype].itemsize
+
+
+def plan_shards(specs: Iterable[OutputSpec], max_bytes: int) -> list[list[OutputSpec]]:
+    """Group tensors, in order, into shards of at most `max_bytes` (a bigger tensor stands alone)."""
+    shards: list[list[OutputSpec]] = [[]]
+    size = 0
+    for spec in specs:
+        if shards[-1] and size + spec.nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(spec)
+        size += spec.nbytes
+    return shards
+
+
+def shard_names(count: int) -> list[str]:
+    if count == 1:
+        return ["model.safetensors"]
+    return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+
+
+Payload = torch.Tensor | TensorEntry
+
+
+def write_shard(
+    file: Path, specs: list[OutputSpec], payload: Callable[[OutputSpec], Payload]
+) -> str:
+    """Write one safetensors file tensor by tensor; returns the file's sha256."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for spec in specs:
+        header[spec.name] = {
+            "dtype": spec.dtype,
+            "shape": list(spec.shape),
+            "data_offsets": [offset, offset + spec.nbytes],
+        }
+        offset += spec.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    digest = hashlib.sha256()
+    with open(file, "wb") as handle:
+        _write(handle, digest, struct.pack("<Q", len(text)) + text)
+        for spec in specs:
+            written = _write_payload(handle, digest, payload(spec))
+            if written != spec.nbytes:
+                raise RuntimeError(f"{spec.name}: wrote {written} bytes, planned {spec.nbytes}")
+    return digest.hexdigest()
+
+
+def _write(handle, digest, data) -> int:
+    digest.update(data)
+    handle.write(data)
+    return len(data)
+
+
+def _write_payload(handle, digest, payload: Payload) -> int:
+    if isinstance(payload, TensorEntry):
+        written = 0
+        with open(payload.file, "rb") as source:
+            source.seek(payload.start)
+            while written < payload.nbytes:
+                written += _write(
+                    handle, digest, source.read(min(_COPY_CHUNK, payload.nbytes - written))
+                )
+        return written
+    if payload.numel() == 0:
+        return 0
+    return _write(handle, digest, payload.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+
+
+def write_index(folder: Path, shards: list[list[OutputSpec]], names: list[str]) -> None:
+    """The index mapping each tensor to its shard (only for more than one shard)."""
+    if len(shards) == 1:
+        return
+    weight_map = {
+        spec.name: name for shard, name in zip(shards, names, strict=True) for spec in shard
+    }
+    total = sum(spec.nbytes for shard in shards for spec in shard)
+    with open(folder / INDEX_NAME, "w", encoding="utf-8") as handle:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, handle, indent=2)
+        handle.write("\n")
+
+
+def parse_size(text: str | int) -> int:
+    """'2GB', '500MB', '100KB' or a byte count -> bytes (decimal units, as transformers)."""
+    if isinstance(text, int):
+        return text
+    units = {
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+    }
+    upper = text.strip().upper()
+    for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if upper.endswith(unit):
+            return int(float(upper[: -len(unit)]) * factor)
+    return int(upper.rstrip("B"))

@@ -1,0 +1,173 @@
+"""The intended dense delta of one base tensor, shared by merge, verification and sweeps.
+
+delta(W) = method({d_i}, {w_i}) with d_i = s_i * B_i @ A_i for LoRA factors, s_i * b_i for
+a LoRA bias, and M_i - W for a full module copy (modules_to_save). Linear: sum_i w_i * d_i.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from medmerge.merge.adapters import Adapter
+from medmerge.merge.methods import MethodParams, get_method
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+_GROUPS = {
+    "attention": ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "c_proj"),
+    "mlp": ("gate_proj", "up_proj", "down_proj", "gate_up_proj", "c_fc"),
+}
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """The weight of each adapter for each tensor: global, per module group, per layer range."""
+
+    weights: tuple[float, ...]
+    group_weights: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    layer_ranges: tuple[tuple[int, int, tuple[float, ...]], ...] = ()
+
+    def for_tensor(self, name: str) -> tuple[float, ...]:
+        """Layer ranges win over module groups, which win over the global weights."""
+        match = _LAYER.search(name)
+        if match:
+            layer = int(match.group(1))
+            for first, last, weights in self.layer_ranges:
+                if first <= layer <= last:
+                    return weights
+        for group, weights in self.group_weights.items():
+            if any(f".{module}." in name for module in _GROUPS[group]):
+                return weights
+        return self.weights
+
+
+def adapter_deltas(
+    name: str,
+    adapters: Sequence[Adapter],
+    base: torch.Tensor | None,
+    dtype: torch.dtype = torch.float64,
+) -> list[tuple[int, torch.Tensor]]:
+    """(adapter index, dense delta in `dtype`) for each adapter that changes tensor `name`."""
+    found = []
+    for index, adapter in enumerate(adapters):
+        delta = _one_delta(name, adapter, base, dtype)
+        if delta is not None:
+            found.append((index, delta))
+    return found
+
+
+def _one_delta(
+    name: str, adapter: Adapter, base: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor | None:
+    if name in adapter.factors:
+        return adapter.factors[name].weight_delta(dtype)
+    if name in adapter.full_copies:
+        if base is None:
+            raise ValueError(f"{name}: a full-copy delta needs the base tensor")
+        return adapter.full_copies[name].to(dtype) - base.to(dtype)
+    if name.endswith(".bias"):
+        factors = adapter.factors.get(name[: -len(".bias")] + ".weight")
+        if factors is not None and factors.bias is not None:
+            return factors.bias.to(dtype) * factors.scale
+    return None
+
+
+def intended_delta(
+    name: str,
+    adapters: Sequence[Adapter],
+    weights: Sequence[float] | WeightPlan,
+    base: torch.Tensor | None = None,
+    method: str = "linear",
+    params: MethodParams | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor | None:
+    """The merged delta of base tensor `name`, or None when no adapter touches it."""
+    plan = weights if isinstance(weights, WeightPlan) else WeightPlan(tuple(weights))
+    found = adapter_deltas(name, adapters, base, dtype)
+    if not found:
+        return None
+    tensor_weights = plan.for_tensor(name)
+    params = params or MethodParams()
+    # Each tensor gets its own reproducible random stream for dare, whatever the order.
+    params = MethodParams(density=params.density, seed=params.seed ^ zlib.crc32(name.encode()))
+    deltas = [delta for _, delta in found]
+    chosen = [tensor_weights[index] for index, _ in found]
+    return get_method(method)(deltas, chosen, params)
+
+
+def merged_weight(
+    name: str,
+    adapters: Sequence[Adapter],
+    plan: WeightPlan,
+    base: torch.Tensor,
+    out_dtype: torch.dtype,
+    method: str = "linear",
+    params: MethodParams | None = None,
+) -> torch.Tensor:
+    """round(W + delta) in `out_dtype`, rounded once from fp64.
+
+    A linear merge of LoRA factors runs as one fp64 matmul of the stacked factors (w_i * s_i
+    folded into B_i). fp32 is not enough: where W + delta nearly cancels, fp32's error in
+    delta is many ulps of the small result.
+    """
+    factors = [(i, a.factors[name]) for i, a in enumerate(adapters) if name in a.factors]
+    others = any(name in a.full_copies for a in adapters) or name.endswith(".bias")
+    if method == "linear" and factors and not others:
+        weights = plan.for_tensor(name)
+        A = torch.cat([f.A.double() for _, f in factors])
+        B = torch.cat([f.B.double() * (weights[i] * f.scale) for i, f in factors], dim=1)
+        if factors[0][1].transpose:
+            return base.double().add_((B @ A).T).to(out_dtype)
+        return base.double().addmm_(B, A).to(out_dtype)
+    delta = intended_delta(name, adapters, plan, base, method, params)
+    return (base.double() + delta).to(out_dtype)
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when no element is NaN or Inf (one reduction; isfinite is several times slower)."""
+    if tensor.numel() == 0 or not tensor.is_floating_point():
+        return True
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low) and torch.isfinite(high))
+
+
+def all_touched(adapters: Sequence[Adapter]) -> set[str]:
+    """Every base tensor name some adapter changes."""
+    return set().union(*(adapter.touched() for adapter in adapters))
+
+
+@torch.no_grad()
+def apply_merged_delta(
+    model: torch.nn.Module,
+    adapters: Sequence[Adapter],
+    weights: Sequence[float] | WeightPlan,
+    method: str = "linear",
+    params: MethodParams | None = None,
+) -> dict[str, torch.Tensor]:
+    """Add the merged delta to a loaded model's weights in place, exactly as the export does.
+
+    Returns the original tensors; pass them to `restore_weights` to undo the change exactly.
+    """
+    plan = weights if isinstance(weights, WeightPlan) else WeightPlan(tuple(weights))
+    parameters = dict(model.named_parameters())
+    originals: dict[str, torch.Tensor] = {}
+    for name in sorted(all_touched(adapters)):
+        if name not in parameters:
+            raise KeyError(f"{name}: adapter tensor has no parameter of that name in the model")
+        param = parameters[name]
+        base = param.detach().cpu()
+        originals[name] = param.detach().clone()
+        param.copy_(merged_weight(name, adapters, plan, base, param.dtype, method, params))
+    return originals
+
+
+@torch.no_grad()
+def restore_weights(model: torch.nn.Module, originals: dict[str, torch.Tensor]) -> None:
+    """Put back the tensors `apply_merged_delta` changed, bit for bit."""
+    parameters = dict(model.named_parameters())
+    for name, tensor in originals.items():
+        parameters[name].copy_(tensor)

@@ -1,0 +1,129 @@
+"""`medmerge merge`: check the inputs, stream the merged checkpoint and/or adapter, verify, record.
+
+Read top to bottom: refuse bad inputs before writing anything, write into a staging folder,
+verify it, write the manifest, and only then rename it into place.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from medmerge.artifacts import check_output_free, staged_output
+from medmerge.manifest import model_identity, write_manifest
+from medmerge.merge.adapter_export import export_adapter
+from medmerge.merge.adapters import load_adapter
+from medmerge.merge.checkpoint import DTYPE_NAMES, Checkpoint
+from medmerge.merge.config import MergeConfig
+from medmerge.merge.delta import WeightPlan
+from medmerge.merge.full_export import MergeJob, export_full, resolve_dtype
+from medmerge.merge.methods import MethodParams, get_method
+from medmerge.merge.preflight import check_identity, check_shapes, check_weights, has_recorded_base
+
+MERGED_ADAPTER_DIR = "merged_adapter"
+
+
+def weight_plan(cfg: MergeConfig) -> WeightPlan:
+    """The per-tensor weights a merge config asks for."""
+    return WeightPlan(
+        weights=tuple(a.weight for a in cfg.adapters),
+        group_weights={group: tuple(w) for group, w in cfg.group_weights.items()},
+        layer_ranges=tuple((r.first, r.last, tuple(r.weights)) for r in cfg.layer_ranges),
+    )
+
+
+def run_merge(cfg: MergeConfig) -> int:
+    """Merge; return 0 on success, 1 when the merged result fails verification."""
+    get_method(cfg.method)
+    check_weights(cfg)
+    check_output_free(cfg.out, cfg.force)
+    base = Checkpoint(cfg.base)
+    adapters = [load_adapter(a.path, cfg.allow_pickle) for a in cfg.adapters]
+    check_shapes(adapters, base)
+    job = MergeJob(
+        base=base,
+        adapters=adapters,
+        plan=weight_plan(cfg),
+        method=cfg.method,
+        params=MethodParams(density=cfg.density or 1.0, seed=cfg.seed),
+        out_dtype=resolve_dtype(cfg.dtype, base),
+        max_shard_size=cfg.max_shard_size,
+    )
+    # Hashing the base runs beside the merge; it is awaited first only when an adapter
+    # recorded the base it was trained on, so that a foreign adapter is refused up front.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        identity = pool.submit(model_identity, base.folder)
+        if any(has_recorded_base(a) for a in adapters):
+            check_identity(adapters, identity.result())
+        with staged_output(cfg.out, cfg.force) as staging:
+            outputs = _export(job, cfg, staging)
+            verified = _verify(cfg, staging) if cfg.verify else None
+            payload = _manifest_payload(cfg, job, adapters, identity.result(), outputs, verified)
+            write_manifest(staging, "merge", payload)
+    _summarise(cfg, job, verified)
+    return 1 if verified is False else 0
+
+
+def _export(job: MergeJob, cfg: MergeConfig, staging: Path) -> dict[str, object]:
+    outputs: dict[str, object] = {}
+    if cfg.export in ("full", "both"):
+        outputs["files"] = export_full(job, staging, _progress(len(job.base.entries)))
+    if cfg.export in ("adapter", "both"):
+        folder = staging if cfg.export == "adapter" else staging / MERGED_ADAPTER_DIR
+        folder.mkdir(exist_ok=True)
+        report = export_adapter(job.adapters, job.plan, job.base, folder, cfg.adapter_rank)
+        report.pop("dropped_energy")
+        outputs["adapter"] = {"folder": folder.name if folder != staging else ".", **report}
+    return outputs
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="tensor", desc="merge", disable=None, leave=False)
+    return bar.update
+
+
+def _verify(cfg: MergeConfig, staging: Path) -> bool | None:
+    """Verify the staged output against the base and adapters (full exports only)."""
+    if cfg.export == "adapter":
+        return None
+    from medmerge.verify.run import verify_merge_output
+
+    return verify_merge_output(cfg, staging)
+
+
+def _manifest_payload(cfg, job, adapters, identity, outputs, verified) -> dict[str, object]:
+    return {
+        "base": identity,
+        "adapters": [
+            {
+                "path": str(adapter.path.resolve()),
+                "weight": spec.weight,
+                **adapter.hashes(),
+                "template": (adapter.manifest or {}).get("template"),
+                "enable_thinking": (adapter.manifest or {}).get("enable_thinking"),
+            }
+            for adapter, spec in zip(adapters, cfg.adapters, strict=True)
+        ],
+        "method": cfg.method,
+        "density": cfg.density,
+        "seed": cfg.seed,
+        "group_weights": cfg.group_weights,
+        "layer_ranges": [r.model_dump() for r in cfg.layer_ranges],
+        "dtype": DTYPE_NAMES[job.out_dtype],
+        "export": cfg.export,
+        "outputs": outputs,
+        "config": cfg.model_dump(),
+        "verified": verified,
+    }
+
+
+def _summarise(cfg: MergeConfig, job: MergeJob, verified: bool | None) -> None:
+    weights = ", ".join(f"{Path(a.path).name}={a.weight:g}" for a in cfg.adapters)
+    status = {True: "verified", False: "FAILED verification", None: "not verified"}[verified]
+    print(
+        f"medmerge: merged {weights} ({cfg.method}, {DTYPE_NAMES[job.out_dtype]}) -> {cfg.out} [{status}]",
+        file=sys.stderr,
+    )

@@ -1,0 +1,64 @@
+"""From data files to tokenized training examples: PT packs raw text, SFT masks prompts."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from medmerge.data import build_pt_examples, build_sft_examples, collate, read_pt_texts, read_sft
+from medmerge.errors import DataError, ModelError
+from medmerge.manifest import sha256_file
+from medmerge.train.config import TrainConfig
+
+
+@dataclass
+class TrainingData:
+    examples: list[dict[str, list[int]]]
+    collate: Callable
+    files: list[dict] = field(default_factory=list)  # path, sha256, records
+    tokens: int = 0  # non-padding tokens in one epoch
+    trained_tokens: int = 0  # tokens with a label (the loss is on these)
+
+
+def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.base, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{cfg.base}: cannot load a tokenizer from the base folder ({exc})".splitlines()[0]) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_training_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> TrainingData:
+    """Read every data file of the config and build the stage's examples."""
+    files, texts, conversations = [], [], []
+    for item in cfg.data_files():
+        if cfg.stage == "pt":
+            records = read_pt_texts(item.path, item.text_column)
+            texts.extend(records)
+        else:
+            records = read_sft(item.path, cfg.data_format, item.columns or None)
+            conversations.extend(records)
+        files.append({"path": str(Path(item.path).resolve()), "sha256": sha256_file(item.path), "records": len(records)})
+    if cfg.max_samples:
+        texts, conversations = texts[: cfg.max_samples], conversations[: cfg.max_samples]
+    if cfg.stage == "pt":
+        examples = build_pt_examples(texts, tokenizer, cfg.cutoff_len)
+    else:
+        examples = build_sft_examples(
+            conversations, tokenizer, cfg.template, cfg.enable_thinking, cfg.cutoff_len, cfg.packing
+        )
+    if not examples:
+        raise DataError(f"{', '.join(f.path for f in cfg.data_files())}: no training examples (is cutoff_len {cfg.cutoff_len} larger than the data?)")
+    return TrainingData(
+        examples=examples,
+        collate=functools.partial(collate, pad_token_id=tokenizer.pad_token_id),
+        files=files,
+        tokens=sum(len(e["input_ids"]) for e in examples),
+        trained_tokens=sum(sum(1 for x in e["labels"] if x != -100) for e in examples),
+    )

@@ -1,0 +1,197 @@
+"""The one training loop behind `medmerge train pt` and `medmerge train sft`.
+
+Built on accelerate so it runs unchanged under `accelerate launch` (DDP, FSDP, DeepSpeed);
+PEFT provides the LoRA layers and the adapter format. Same seed on CPU, same bytes out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from peft import LoraConfig, get_peft_model
+from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM, get_scheduler
+
+from medmerge.artifacts import check_output_free, staged_output
+from medmerge.manifest import model_identity, sha256_json
+from medmerge.progress import progress_bar
+from medmerge.train import checkpoint
+from medmerge.train.config import TrainConfig
+from medmerge.train.dataset import TrainingData, load_training_data, load_tokenizer
+from medmerge.train.outputs import write_adapter_folder
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model: object  # the trained PeftModel, unwrapped, in eval mode
+    steps: int
+    last_loss: float
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    tokens: int = 0
+    last_loss: float = float("nan")
+
+
+def load_lora_model(cfg: TrainConfig, dtype: torch.dtype):
+    """The base model with fresh LoRA layers; the LoRA init draws from the seeded RNG."""
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.base, dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True
+    )
+    model.config.use_cache = False
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        use_rslora=cfg.lora.use_rslora,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def epoch_loader(data: TrainingData, cfg: TrainConfig, epoch: int, accelerator: Accelerator) -> DataLoader:
+    """This epoch's batches in a seeded order, sharded across processes by accelerate."""
+    order = torch.randperm(len(data.examples), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    ordered = [data.examples[i] for i in order.tolist()]
+    # Its own generator: starting an iterator must not draw from the global RNG, which
+    # drives dropout, or a resumed run would see other dropout masks than a straight one.
+    loader = DataLoader(
+        ordered,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        collate_fn=data.collate,
+        generator=torch.Generator().manual_seed(cfg.seed + epoch),
+    )
+    return accelerator.prepare_data_loader(loader)
+
+
+def total_optimizer_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_epochs * batches_per_epoch / cfg.gradient_accumulation_steps))
+
+
+def make_optimizer(cfg: TrainConfig, model, total_steps: int):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train one LoRA adapter into `cfg.out`; resumes from `<out>.partial` after an interruption."""
+    check_output_free(cfg.out, cfg.force)
+    base_identity = model_identity(cfg.base)
+    tokenizer = load_tokenizer(cfg)
+    data = load_training_data(cfg, tokenizer)
+    accelerator = Accelerator(
+        # cpu=True on a machine without CUDA makes a multi-process launch (accelerate launch
+        # --multi_gpu, torchrun) run as gloo CPU processes instead of failing to find GPUs.
+        cpu=not torch.cuda.is_available(),
+        mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    )
+    work = checkpoint.partial_dir(cfg.out)
+    if accelerator.is_main_process:
+        checkpoint.open_partial(cfg.out, sha256_json(cfg.model_dump(exclude={"force", "progress"})), cfg.force)
+    accelerator.wait_for_everyone()
+
+    set_seed(cfg.seed)
+    model = load_lora_model(cfg, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+    batches_per_epoch = math.ceil(len(data.examples) / (cfg.batch_size * accelerator.num_processes))
+    total_steps = total_optimizer_steps(cfg, batches_per_epoch)
+    optimizer, scheduler = make_optimizer(cfg, model, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    state = LoopState()
+    resume_from = checkpoint.latest_checkpoint(work)
+    if resume_from is not None:
+        state.step = checkpoint.load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+        accelerator.print(f"resuming from {resume_from} (step {state.step} of {total_steps})")
+    started = time.perf_counter()
+    run_steps(cfg, data, model, optimizer, scheduler, accelerator, state, total_steps, work)
+    seconds = time.perf_counter() - started
+
+    if accelerator.is_main_process:
+        with staged_output(cfg.out, cfg.force) as staging:
+            write_adapter_folder(staging, accelerator.unwrap_model(model), cfg, data, base_identity, work, seconds)
+        checkpoint.discard_partial(work)
+    accelerator.wait_for_everyone()
+    trained = accelerator.unwrap_model(model).eval()
+    return TrainResult(Path(cfg.out), trained, state.step, state.last_loss)
+
+
+def run_steps(cfg, data, model, optimizer, scheduler, accelerator, state: LoopState, total_steps: int, work: Path) -> None:
+    """Optimizer steps from `state.step` to `total_steps`, logging and checkpointing."""
+    log_path = work / "loss_log.jsonl"
+    if accelerator.is_main_process:
+        checkpoint.truncate_log(log_path, state.step)
+    batches = math.ceil(len(data.examples) / (cfg.batch_size * accelerator.num_processes))
+    steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
+    epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
+    skip = done_in_epoch * cfg.gradient_accumulation_steps
+    window_tokens, window_start, losses = 0, time.perf_counter(), []
+    model.train()
+    with progress_bar(total_steps, f"train {cfg.stage}", enabled=cfg.progress and accelerator.is_main_process) as bar:
+        bar.advance(state.step)
+        while state.step < total_steps:
+            loader = epoch_loader(data, cfg, epoch, accelerator)
+            if skip:
+                loader, skip = accelerator.skip_first_batches(loader, skip), 0
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        scheduler_step = True
+                    else:
+                        scheduler_step = False
+                    optimizer.step()  # accelerate skips it while accumulating
+                    if scheduler_step:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.detach().float())
+                window_tokens += _real_tokens(batch) * accelerator.num_processes
+                if not scheduler_step:
+                    continue
+                state.step += 1
+                state.last_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+                losses = []
+                rate = window_tokens / max(1e-9, time.perf_counter() - window_start)
+                bar.advance(1, loss=state.last_loss, tok_s=rate)
+                if accelerator.is_main_process:
+                    after_step(cfg, state, accelerator, model, optimizer, scheduler, work, log_path, rate)
+                if state.step >= total_steps:
+                    break
+            epoch += 1
+
+
+def _real_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Non-padding tokens of a batch; packed rows (4-D mask) count as full."""
+    mask = batch["attention_mask"]
+    return int(mask.sum()) if mask.dim() == 2 else int(mask.shape[0] * mask.shape[-1])
+
+
+def after_step(cfg, state: LoopState, accelerator, model, optimizer, scheduler, work: Path, log_path: Path, rate: float) -> None:
+    if state.step % cfg.logging_steps == 0:
+        record = {"step": state.step, "loss": state.last_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(rate, 1)}
+        with open(log_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    if state.step % cfg.save_steps == 0:
+        checkpoint.save_checkpoint(work, state.step, accelerator.unwrap_model(model), optimizer, scheduler)

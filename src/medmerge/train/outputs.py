@@ -1,0 +1,39 @@
+"""What a finished training run leaves: a PEFT adapter, its manifest, loss log and curve."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from medmerge.manifest import write_manifest
+from medmerge.report.plots import plot_loss_curve, read_jsonl
+from medmerge.train.config import TrainConfig
+
+
+def write_adapter_folder(staging: Path, model, cfg: TrainConfig, data, base_identity: dict, work: Path, seconds: float) -> None:
+    """Save the adapter (stock PEFT format, safetensors) and everything that explains it."""
+    model.save_pretrained(staging, safe_serialization=True)
+    log = work / "loss_log.jsonl"
+    records = read_jsonl(log) if log.is_file() else []
+    if records:
+        shutil.copyfile(log, staging / "loss_log.jsonl")
+        plot_loss_curve(staging / "loss_log.jsonl", staging / "loss_curve.png", f"{cfg.stage.upper()} loss — {staging.name}")
+    write_manifest(
+        staging,
+        "train",
+        {
+            "train_stage": cfg.stage,
+            "base": base_identity,
+            "template": cfg.template if cfg.stage == "sft" else None,
+            "enable_thinking": cfg.enable_thinking if cfg.stage == "sft" else None,
+            "data": data.files,
+            "examples": len(data.examples),
+            "tokens_per_epoch": data.tokens,
+            "trained_tokens_per_epoch": data.trained_tokens,
+            "config": cfg.model_dump(),
+            "steps": records[-1]["step"] if records else 0,
+            "loss_first": records[0]["loss"] if records else None,
+            "loss_last": records[-1]["loss"] if records else None,
+            "train_seconds": round(seconds, 2),
+        },
+    )

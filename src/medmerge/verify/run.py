@@ -1,0 +1,178 @@
+"""`medmerge verify`: structure, untouched tensors, touched tensors, weight recovery, behaviour,
+provenance; a rich table on the terminal and verify.json beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from medmerge.errors import ConfigError
+from medmerge.manifest import model_identity, read_manifest
+from medmerge.merge.adapters import load_adapter
+from medmerge.merge.checkpoint import Checkpoint
+from medmerge.merge.config import AdapterWeight, MergeConfig
+from medmerge.merge.delta import WeightPlan, all_finite
+from medmerge.merge.methods import MethodParams, get_method
+from medmerge.verify import provenance
+from medmerge.verify.config import VerifyConfig
+from medmerge.verify.recovery import diagnose as diagnose_weights
+from medmerge.verify.recovery import solve
+from medmerge.verify.report import print_summary
+from medmerge.verify.tensors import (
+    FitSums,
+    check_touched,
+    check_untouched,
+    names_to_check,
+    structure_problems,
+)
+
+
+def run_verify(cfg: VerifyConfig) -> int:
+    """0 when every check passes, 1 when one fails (usage errors raise, exit 2)."""
+    report = verify(cfg)
+    path = Path(cfg.report) if cfg.report else Path(cfg.merged) / "verify.json"
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    print_summary(report, path)
+    return 0 if report["ok"] else 1
+
+
+def verify_merge_output(cfg: MergeConfig, staging: Path) -> bool:
+    """The check `medmerge merge` runs on its staged output (tensors and provenance, no logits)."""
+    verify_cfg = VerifyConfig(
+        base=cfg.base,
+        merged=str(staging),
+        adapters=[a.model_dump() for a in cfg.adapters],
+        method=cfg.method,
+        logits=False,
+        report=str(staging / "verify.json"),
+    )
+    report = verify(verify_cfg, merge_cfg=cfg)
+    with open(staging / "verify.json", "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    print_summary(report, staging / "verify.json")
+    return bool(report["ok"])
+
+
+def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str, Any]:
+    """Run every check; return the verify.json record."""
+    merged_dir = Path(cfg.merged)
+    manifest = read_manifest(merged_dir)
+    specs, plan, method, params = _intended(cfg, manifest, merge_cfg)
+    base, merged = Checkpoint(cfg.base), Checkpoint(merged_dir)
+    adapters = [load_adapter(s.path, cfg.allow_pickle) for s in specs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        identity = pool.submit(model_identity, cfg.base)
+        own_files = pool.submit(
+            provenance.check_own_files, merged_dir, manifest if merge_cfg is None else None
+        )
+        failures = structure_problems(base, merged)
+        fit = FitSums.empty(len(adapters))
+        results = []
+        for name, touched in names_to_check(base, merged, adapters, cfg.sample):
+            base_tensor, merged_tensor = base.read(name), merged.read(name)
+            if touched:
+                results.append(
+                    check_touched(
+                        name, base_tensor, merged_tensor, adapters, plan, method, params, fit
+                    )
+                )
+            else:
+                results.append(check_untouched(name, base_tensor, merged_tensor))
+            if not all_finite(merged_tensor):
+                failures.append(f"{name}: holds NaN or Inf")
+        failures += [r.problem for r in results if r.problem]
+        failures += provenance.check_recorded_bases(adapters, identity.result())
+        failures += own_files.result()
+    failures += provenance.check_adapter_hashes(adapters, manifest) if merge_cfg is None else []
+    failures += provenance.check_template(adapters, cfg.template, cfg.enable_thinking)
+    labels = [a.path.name for a in adapters]
+    recovery = solve(fit)
+    if method == "linear" and not plan.group_weights and not plan.layer_ranges:
+        failures += diagnose_weights(recovery, plan.weights, labels)
+    behaviour = None
+    if cfg.logits:
+        from medmerge.verify.behaviour import compare_logits
+
+        behaviour = compare_logits(
+            Path(cfg.base), merged_dir, adapters, plan, method, params, cfg.probe_prompts
+        )
+        if behaviour["top1_agreement"] < 1.0 or behaviour["max_abs_diff"] > 1e-2:
+            failures.append(
+                f"behaviour: logits differ from base + adapters in memory (max |diff| {behaviour['max_abs_diff']:.3g}, "
+                f"top-1 agreement {behaviour['top1_agreement']:.0%})"
+            )
+    return _record(cfg, specs, recovery, results, failures, behaviour, method)
+
+
+def _intended(cfg: VerifyConfig, manifest: dict | None, merge_cfg: MergeConfig | None):
+    """Adapters, weights and method: from the flags, else from the merged folder's manifest."""
+    if merge_cfg is not None:
+        from medmerge.merge.run import weight_plan
+
+        plan = weight_plan(merge_cfg)
+        params = MethodParams(density=merge_cfg.density or 1.0, seed=merge_cfg.seed)
+        return merge_cfg.adapters, plan, merge_cfg.method, params
+    recorded = manifest or {}
+    specs = cfg.adapters or [
+        AdapterWeight(path=a["path"], weight=a["weight"]) for a in recorded.get("adapters", [])
+    ]
+    if not specs:
+        raise ConfigError(
+            f"{cfg.merged}: no merge manifest names the adapters; pass --adapter PATH=WEIGHT for each"
+        )
+    method = cfg.method or recorded.get("method") or "linear"
+    get_method(method)
+    plan = WeightPlan(tuple(s.weight for s in specs))
+    if not cfg.adapters and recorded.get("config"):
+        from medmerge.merge.run import weight_plan
+
+        plan = weight_plan(MergeConfig(**recorded["config"]))
+    params = MethodParams(density=recorded.get("density") or 1.0, seed=recorded.get("seed") or 0)
+    return specs, plan, method, params
+
+
+def _record(cfg, specs, recovery, results, failures, behaviour, method) -> dict[str, Any]:
+    touched = [r for r in results if r.touched]
+    return {
+        "ok": not failures,
+        "base": cfg.base,
+        "merged": cfg.merged,
+        "method": method,
+        "sampled": cfg.sample is not None,
+        "adapters": [
+            {
+                "path": s.path,
+                "intended_weight": s.weight,
+                "recovered_weight": w,
+                "residual": recovery.residual,
+            }
+            for s, w in zip(specs, recovery.weights, strict=True)
+        ],
+        "fit": {"residual": recovery.residual, "rounding_floor": recovery.noise_floor},
+        "tensors_checked": len(results),
+        "tensors_touched": len(touched),
+        "tensors_failed": sum(1 for r in results if r.problem),
+        "max_ulp_error": max((r.max_ulp for r in touched), default=0),
+        "min_retention": min((r.retention for r in touched), default=1.0),
+        "max_delta_rel_error": max((r.delta_rel_error for r in touched), default=0.0),
+        "behaviour": behaviour,
+        "failures": failures,
+        "tensors": [
+            {
+                "name": r.name,
+                "max_ulp": r.max_ulp,
+                "over_one_ulp": r.over_one_ulp,
+                "delta_rel_error": r.delta_rel_error,
+                "retention": r.retention,
+                "recovered": r.recovered,
+                "problem": r.problem,
+            }
+            for r in touched
+        ],
+    }

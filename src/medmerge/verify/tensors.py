@@ -1,0 +1,174 @@
+"""Tensor checks, streamed one tensor at a time through both checkpoints (no sampling by default)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from medmerge.merge.adapters import Adapter
+from medmerge.merge.checkpoint import Checkpoint
+from medmerge.merge.delta import WeightPlan, adapter_deltas, all_touched, intended_delta
+from medmerge.merge.methods import MethodParams
+
+ERASED_BELOW = 0.5  # retention under which the output dtype has erased the delta
+
+
+@dataclass
+class TensorResult:
+    name: str
+    touched: bool
+    max_ulp: int = 0
+    over_one_ulp: int = 0
+    delta_rel_error: float = 0.0
+    retention: float = 1.0
+    recovered: list[float | None] = field(default_factory=list)
+    problem: str | None = None
+
+
+@dataclass
+class FitSums:
+    """Sums for a least-squares fit of D = W' - W onto the adapters' unweighted deltas d_i."""
+
+    gram: torch.Tensor
+    rhs: torch.Tensor
+    energy: float = 0.0  # ||D||^2
+    noise: float = 0.0  # ||round(W + I) - (W + I)||^2: what rounding alone leaves unexplained
+
+    @classmethod
+    def empty(cls, count: int) -> FitSums:
+        return cls(
+            torch.zeros(count, count, dtype=torch.float64), torch.zeros(count, dtype=torch.float64)
+        )
+
+    def add(self, deltas: list[tuple[int, torch.Tensor]], change: torch.Tensor) -> None:
+        for i, di in deltas:
+            self.rhs[i] += (di * change).sum()
+            for j, dj in deltas:
+                self.gram[i, j] += (di * dj).sum()
+        self.energy += float((change * change).sum())
+
+
+def ulp_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise distance in units in the last place between two tensors of one float dtype."""
+    ints, bits = {
+        torch.bfloat16: (torch.int16, 16),
+        torch.float16: (torch.int16, 16),
+        torch.float32: (torch.int32, 32),
+        torch.float64: (torch.int64, 64),
+    }[a.dtype]
+    magnitude = (1 << (bits - 1)) - 1
+
+    def line(x: torch.Tensor) -> torch.Tensor:
+        raw = x.contiguous().view(ints).long()
+        return torch.where(raw < 0, -(raw & magnitude), raw)
+
+    return (line(a) - line(b)).abs()
+
+
+def check_touched(
+    name: str,
+    base: torch.Tensor,
+    merged: torch.Tensor,
+    adapters: Sequence[Adapter],
+    plan: WeightPlan,
+    method: str,
+    params: MethodParams,
+    fit: FitSums,
+) -> TensorResult:
+    """W' against round(W + intended delta), the effective delta, its retention, its weights."""
+    w = base.double()
+    deltas = adapter_deltas(name, adapters, base)
+    intended = intended_delta(name, adapters, plan, base, method, params)
+    exact = w + intended
+    reference = exact.to(merged.dtype)
+    ulps = ulp_error(merged, reference)
+    change = merged.double() - w
+    norm2 = float((intended * intended).sum())
+    result = TensorResult(name, True, int(ulps.max()), int((ulps > 1).sum()))
+    result.delta_rel_error = float((change - intended).norm()) / max(norm2**0.5, 1e-300)
+    result.retention = float((change * intended).sum()) / norm2 if norm2 > 0 else 1.0
+    result.recovered = _tensor_fit(deltas, change, len(adapters))
+    fit.add(deltas, change)
+    fit.noise += float(((reference.double() - exact) ** 2).sum())
+    result.problem = _tensor_problem(result, merged.dtype)
+    return result
+
+
+def _tensor_fit(
+    deltas: list[tuple[int, torch.Tensor]], change: torch.Tensor, count: int
+) -> list[float | None]:
+    local = FitSums.empty(len(deltas))
+    local.add([(k, d) for k, (_, d) in enumerate(deltas)], change)
+    solution = torch.linalg.lstsq(local.gram, local.rhs[:, None]).solution[:, 0]
+    recovered: list[float | None] = [None] * count
+    for k, (i, _) in enumerate(deltas):
+        recovered[i] = float(solution[k])
+    return recovered
+
+
+def _tensor_problem(result: TensorResult, dtype: torch.dtype) -> str | None:
+    if result.over_one_ulp:
+        return (
+            f"{result.name}: {result.over_one_ulp} elements more than 1 ulp from round(W + delta) "
+            f"(max {result.max_ulp} ulp)"
+        )
+    if result.retention < ERASED_BELOW:
+        return (
+            f"{result.name}: only {result.retention:.0%} of the intended delta survived rounding to "
+            f"{str(dtype).removeprefix('torch.')}; the output dtype erases it, merge with --dtype fp32"
+        )
+    return None
+
+
+def check_untouched(name: str, base: torch.Tensor, merged: torch.Tensor) -> TensorResult:
+    """A tensor no adapter touches must equal the base bit for bit (in the merged dtype)."""
+    same = (
+        torch.equal(base.to(merged.dtype), merged)
+        if base.dtype != merged.dtype
+        else torch.equal(base, merged)
+    )
+    problem = None
+    if not same:
+        changed = int((base.to(merged.dtype) != merged).sum())
+        problem = f"{name}: changed ({changed} elements) although no adapter touches it"
+    return TensorResult(name, False, problem=problem)
+
+
+def structure_problems(base: Checkpoint, merged: Checkpoint) -> list[str]:
+    """Same tensor names and shapes as the base."""
+    problems = [
+        f"{n}: missing from the merged checkpoint"
+        for n in sorted(set(base.entries) - set(merged.entries))
+    ]
+    problems += [
+        f"{n}: in the merged checkpoint but not in the base"
+        for n in sorted(set(merged.entries) - set(base.entries))
+    ]
+    for name in sorted(set(base.entries) & set(merged.entries)):
+        if base.entries[name].shape != merged.entries[name].shape:
+            problems.append(
+                f"{name}: shape {merged.entries[name].shape}, base has {base.entries[name].shape}"
+            )
+    return problems
+
+
+def names_to_check(
+    base: Checkpoint, merged: Checkpoint, adapters: Sequence[Adapter], sample: int | None
+):
+    """(name, touched) in merged-file order; `sample` keeps that many of each kind, evenly spread."""
+    touched = all_touched(adapters)
+    names = [
+        n
+        for n in merged.entries
+        if n in base.entries and base.entries[n].shape == merged.entries[n].shape
+    ]
+    if sample is None:
+        return [(n, n in touched) for n in names]
+    chosen = []
+    for kind in (True, False):
+        group = [n for n in names if (n in touched) == kind]
+        step = max(len(group) / sample, 1)
+        chosen += [(group[int(k * step)], kind) for k in range(min(sample, len(group)))]
+    return chosen

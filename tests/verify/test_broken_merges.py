@@ -1,0 +1,186 @@
+"""A suite of broken merges, each caught with the right diagnosis; a correct merge passes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from medmerge.cli import main  # noqa: F401
+from medmerge.merge import MergeConfig, run_merge
+from medmerge.verify import VerifyConfig, check_template, run_verify
+from medmerge.verify.run import verify
+
+
+def _merge(models, out, pt=0.3, sft=0.7, **extra):
+    cfg = MergeConfig(
+        base=str(models["base"]),
+        out=str(out),
+        verify=False,
+        adapters=[
+            {"path": str(models["pt"]), "weight": pt},
+            {"path": str(models["sft"]), "weight": sft},
+        ],
+        **extra,
+    )
+    assert run_merge(cfg) == 0
+    return out
+
+
+def _verify(models, merged, pt=0.3, sft=0.7, **extra):
+    return verify(
+        VerifyConfig(
+            base=str(models["base"]),
+            merged=str(merged),
+            logits=False,
+            adapters=[
+                {"path": str(models["pt"]), "weight": pt},
+                {"path": str(models["sft"]), "weight": sft},
+            ],
+            **extra,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def good(models, tmp_path_factory):
+    return _merge(models, tmp_path_factory.mktemp("good") / "out")
+
+
+def test_correct_merge_passes_and_recovers_weights(models, good):
+    report = verify(
+        VerifyConfig(base=str(models["base"]), merged=str(good))
+    )  # adapters from the manifest
+    assert report["ok"], report["failures"]
+    assert report["max_ulp_error"] <= 1 and report["tensors_checked"] == 25
+    for adapter, truth in zip(report["adapters"], (0.3, 0.7), strict=True):
+        assert abs(adapter["recovered_weight"] - truth) < 0.01
+    assert report["behaviour"]["top1_agreement"] == 1.0
+
+
+def test_cli_exit_codes(models, good, tmp_path):
+    cfg = VerifyConfig(
+        base=str(models["base"]), merged=str(good), logits=False, report=str(tmp_path / "v.json")
+    )
+    assert run_verify(cfg) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["ok"] is True
+    stale = VerifyConfig(
+        base=str(models["base"]),
+        merged=str(good),
+        logits=False,
+        report=str(tmp_path / "v.json"),
+        adapters=[
+            {"path": str(models["pt"]), "weight": 0.5},
+            {"path": str(models["sft"]), "weight": 0.5},
+        ],
+    )
+    assert run_verify(stale) == 1
+
+
+def test_scaled_twice(models, good, tmp_path):
+    merged = _merge(models, tmp_path / "w2", pt=0.09, sft=0.49)
+    failures = " ".join(_verify(models, merged)["failures"])
+    assert "scaled twice" in failures and "0.09" in failures
+
+
+def test_sft_only(models, tmp_path):
+    merged = _merge(models, tmp_path / "sft_only", pt=0.0, sft=0.7)
+    report = _verify(models, merged)
+    assert any("adapter missing: pt" in f for f in report["failures"])
+    assert abs(report["adapters"][0]["recovered_weight"]) < 0.01
+
+
+def test_swapped_weights(models, tmp_path):
+    merged = _merge(models, tmp_path / "swapped", pt=0.7, sft=0.3)
+    assert any("weights swapped" in f for f in _verify(models, merged)["failures"])
+
+
+def test_foreign_adapter(models, tmp_path):
+    from _factories import make_adapter
+
+    other = make_adapter(
+        models["base"],
+        tmp_path / "other",
+        seed=99,
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj"],
+    )
+    cfg = MergeConfig(
+        base=str(models["base"]),
+        out=str(tmp_path / "foreign"),
+        verify=False,
+        adapters=[{"path": str(other), "weight": 0.3}, {"path": str(models["sft"]), "weight": 0.7}],
+    )
+    assert run_merge(cfg) == 0
+    assert any("foreign change" in f for f in _verify(models, tmp_path / "foreign")["failures"])
+
+
+def test_stale_folder_from_earlier_run(models, good, tmp_path):
+    """Weights files from a 0.5/0.5 run under a manifest that says 0.3/0.7."""
+    stale = tmp_path / "stale"
+    shutil.copytree(good, stale)
+    other = _merge(models, tmp_path / "other", pt=0.5, sft=0.5)
+    for file in other.glob("*.safetensors"):
+        shutil.copy(file, stale / file.name)
+    failures = verify(VerifyConfig(base=str(models["base"]), merged=str(stale), logits=False))[
+        "failures"
+    ]
+    assert any("folder overwritten" in f for f in failures)
+    assert any("wrong weight" in f for f in failures)
+
+
+def test_one_norm_weight_modified(models, good, tmp_path):
+    broken = tmp_path / "norm"
+    shutil.copytree(good, broken)
+    file = broken / "model.safetensors"  # one file: the default shard size is 2GB
+    state = load_file(file)
+    state["model.norm.weight"][3] += 0.5
+    save_file(state, file, {"format": "pt"})
+    failures = _verify(models, broken)["failures"]
+    assert any(f.startswith("model.norm.weight: changed") for f in failures)
+
+
+def test_bf16_erasure_of_a_small_delta(models, tmp_path):
+    merged = _merge(models, tmp_path / "tiny", pt=1e-4, sft=1e-4)
+    failures = _verify(models, merged, pt=1e-4, sft=1e-4)["failures"]
+    assert any("erases it" in f for f in failures)
+    fp32 = _merge(models, tmp_path / "tiny32", pt=1e-4, sft=1e-4, dtype="fp32")
+    assert _verify(models, fp32, pt=1e-4, sft=1e-4)["ok"]
+
+
+def test_peft_merge_and_unload_with_different_ranks_and_rslora(models, tmp_path):
+    """A merge made by another tool: PEFT applying each adapter at its weight, rounding in bf16."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(models["base"], dtype=torch.bfloat16)
+    peft_model = PeftModel.from_pretrained(model, models["pt"], adapter_name="pt")
+    peft_model.load_adapter(models["sft"], adapter_name="sft")
+    for name, weight in (("pt", 0.3), ("sft", 0.7)):
+        for module in peft_model.modules():
+            if isinstance(getattr(module, "scaling", None), dict) and name in module.scaling:
+                module.scaling[name] *= weight
+    merged = peft_model.merge_and_unload(adapter_names=["pt", "sft"])
+    merged.save_pretrained(tmp_path / "peft")
+    report = _verify(models, tmp_path / "peft")
+    for adapter, truth in zip(report["adapters"], (0.3, 0.7), strict=True):
+        assert abs(adapter["recovered_weight"] - truth) < 0.01
+    # modules_to_save is taken whole by PEFT (weight 1, not 0.7): verify names lm_head.
+    assert any("lm_head.weight" in f for f in report["failures"])
+
+
+def test_template_check():
+    from medmerge.merge.adapters import Adapter
+
+    adapter = Adapter(
+        path=__import__("pathlib").Path("pt"),
+        config={},
+        manifest={"template": "qwen3", "enable_thinking": False},
+    )
+    assert check_template([adapter], "qwen3", False) == []
+    problems = check_template([adapter], "chatml", True)
+    assert len(problems) == 2 and "template mismatch" in problems[0]
