@@ -23,6 +23,10 @@ def _schema_for(path: Path):
     values = read_yaml(path)
     if "stage" in values:
         return TrainConfig, None
+    if "merged" in values:
+        from medmerge.verify import VerifyConfig
+
+        return VerifyConfig, None
     if "adapters" in values:
         return MergeConfig, None
     raise AssertionError(f"{path}: no schema known for this shipped config; add it here")

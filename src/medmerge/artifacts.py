@@ -23,7 +23,9 @@ def check_output_free(out: str | os.PathLike, force: bool) -> Path:
     """Refuse an existing, non-empty output folder unless `force`."""
     target = Path(out)
     if target.exists() and not target.is_dir():
-        raise MedmergeError(f"{target}: output path exists and is not a folder; choose another --out")
+        raise MedmergeError(
+            f"{target}: output path exists and is not a folder; choose another --out"
+        )
     if target.is_dir() and any(target.iterdir()) and not force:
         raise MedmergeError(
             f"{target}: output folder exists and is not empty; choose another --out or pass --force"

@@ -24,7 +24,10 @@ def _add_common(parser: argparse.ArgumentParser, config: bool = True) -> None:
     if config:
         parser.add_argument("--config", help="YAML file; flags given here override it")
         parser.add_argument(
-            "--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)"
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override any config key (repeatable)",
         )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
 
@@ -36,7 +39,12 @@ def _cmd_base_build(args: argparse.Namespace) -> int:
     from medmerge.base import BaseBuildConfig, build_base
     from medmerge.config import build_config, parse_set_overrides
 
-    overrides = {"out": args.out, "seed": args.seed, "pretrain_steps": args.pretrain_steps, "force": args.force or None}
+    overrides = {
+        "out": args.out,
+        "seed": args.seed,
+        "pretrain_steps": args.pretrain_steps,
+        "force": args.force or None,
+    }
     cfg = build_config(BaseBuildConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
     build_base(cfg)
     return 0
@@ -80,14 +88,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a LoRA adapter (pt: raw text, sft: QA pairs)")
     train_sub = train.add_subparsers(dest="stage", required=True)
-    for stage, what in (("pt", "domain pretraining on raw text"), ("sft", "supervised fine-tuning")):
+    for stage, what in (
+        ("pt", "domain pretraining on raw text"),
+        ("sft", "supervised fine-tuning"),
+    ):
         p = train_sub.add_parser(stage, help=what)
         p.add_argument("--base", help="base model folder")
         p.add_argument("--data", nargs="+", help="data file(s)")
         p.add_argument("--out", help="adapter output folder")
         p.add_argument("--template", help="chat template: qwen3, qwen3_nothink, chatml, default")
         p.add_argument(
-            "--enable-thinking", dest="enable_thinking", action=argparse.BooleanOptionalAction, default=None
+            "--enable-thinking",
+            dest="enable_thinking",
+            action=argparse.BooleanOptionalAction,
+            default=None,
         )
         p.add_argument("--max-steps", type=int)
         p.add_argument("--seed", type=int)
@@ -118,7 +132,10 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         "allow_pickle": args.allow_pickle or None,
     }
     cfg = build_config(
-        MergeConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+        MergeConfig,
+        args.config,
+        {**overrides, **parse_set_overrides(args.set)},
+        section=args.section,
     )
     return run_merge(cfg)
 
@@ -134,7 +151,9 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
         "--adapter", action="append", type=_adapter_weight, metavar="PATH=WEIGHT", help="repeatable"
     )
     p.add_argument("--out", help="output folder")
-    p.add_argument("--method", help="linear (default), ties, dare_linear, dare_ties, magnitude_prune")
+    p.add_argument(
+        "--method", help="linear (default), ties, dare_linear, dare_ties, magnitude_prune"
+    )
     p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--export", choices=["full", "adapter", "both"])
     p.add_argument("--adapter-rank", type=_rank, help="merged adapter rank: auto or an integer")
@@ -143,7 +162,9 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt checkpoints")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--section", help="read the config from this section of the YAML file (e.g. merge)")
+    p.add_argument(
+        "--section", help="read the config from this section of the YAML file (e.g. merge)"
+    )
     _add_common(p)
     p.set_defaults(func=_cmd_merge)
 
@@ -168,7 +189,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         "allow_pickle": args.allow_pickle or None,
     }
     cfg = build_config(
-        VerifyConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+        VerifyConfig,
+        args.config,
+        {**overrides, **parse_set_overrides(args.set)},
+        section=args.section,
     )
     return run_verify(cfg)
 
@@ -187,15 +211,243 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="merge method (default: the manifest's, else linear)")
     p.add_argument("--template", help="template evaluation will use; checked against the adapters'")
     p.add_argument(
-        "--enable-thinking", dest="enable_thinking", action=argparse.BooleanOptionalAction, default=None
+        "--enable-thinking",
+        dest="enable_thinking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
     )
     p.add_argument("--sample", type=int, help="check only N touched and N untouched tensors")
-    p.add_argument("--no-logits", action="store_true", help="skip the behaviour check (loads both models)")
+    p.add_argument(
+        "--no-logits", action="store_true", help="skip the behaviour check (loads both models)"
+    )
     p.add_argument("--report", help="verify.json path (default: <merged>/verify.json)")
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt checkpoints")
     p.add_argument("--section", help="read the config from this section of the YAML file")
     _add_common(p)
     p.set_defaults(func=_cmd_verify)
+
+
+# ---------------------------------------------------------------- eval / score
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder (a merged checkpoint or a base alone)")
+    p.add_argument("--base", help="base model folder; with --adapter, merged in memory")
+    p.add_argument(
+        "--adapter", action="append", type=_adapter_weight, metavar="PATH=WEIGHT", help="repeatable"
+    )
+    p.add_argument("--method", help="merge method for --adapter (default linear)")
+    p.add_argument("--backend", choices=["hf", "vllm"])
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--template", help="chat template: qwen3, qwen3_nothink, chatml, default")
+    p.add_argument(
+        "--enable-thinking", dest="enable_thinking", action=argparse.BooleanOptionalAction, default=None
+    )
+    p.add_argument(
+        "--allow-template-mismatch",
+        action="store_true",
+        help="evaluate with another template than the adapters were trained with (warns, recorded)",
+    )
+    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt adapters")
+    p.add_argument("--limit", type=int, help="first N items only")
+    p.add_argument("--out", help="results folder")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "model": args.model,
+        "base": args.base,
+        "adapters": args.adapter,
+        "method": args.method,
+        "backend": args.backend,
+        "device": args.device,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "template": args.template,
+        "enable_thinking": args.enable_thinking,
+        "allow_template_mismatch": args.allow_template_mismatch or None,
+        "allow_pickle": args.allow_pickle or None,
+        "limit": args.limit,
+        "out": args.out,
+        "force": args.force or None,
+    }
+
+
+def _decoding_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preset", choices=["A", "B", "C"], help="A greedy; B T=0.6 top_p=0.8; C T=1.0 top_p=0.95"
+    )
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--seed", type=int)
+
+
+def _decoding_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "decoding.preset": args.preset,
+        "decoding.temperature": args.temperature,
+        "decoding.top_p": args.top_p,
+        "decoding.top_k": args.top_k,
+        "decoding.max_new_tokens": args.max_new_tokens,
+        "decoding.seed": args.seed,
+    }
+
+
+def _cmd_eval_gen(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.eval import GenEvalConfig, run_gen_eval
+
+    overrides = {
+        **_model_overrides(args),
+        **_decoding_overrides(args),
+        "data": args.data,
+        "format": args.format,
+        "language": args.language,
+    }
+    cfg = build_config(
+        GenEvalConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+    )
+    return run_gen_eval(cfg)
+
+
+def _cmd_eval_mcq(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.eval import McqEvalConfig, run_mcq_eval
+
+    overrides = {
+        **_model_overrides(args),
+        "data": args.data,
+        "format": args.format,
+        "mode": args.mode,
+        "continuation": args.continuation,
+        "chat": False if args.no_chat else None,
+        "language": args.language,
+        "few_shot": args.few_shot,
+        "few_shot_data": args.few_shot_data,
+        "medmcqa_cop_base": args.medmcqa_cop_base,
+        "seed": args.seed,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    cfg = build_config(
+        McqEvalConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+    )
+    return run_mcq_eval(cfg)
+
+
+def _cmd_eval_safety(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.eval import SafetyConfig, run_safety_eval
+
+    models = [{"model": path} for path in args.model or []] or None
+    overrides = {
+        **_decoding_overrides(args),
+        "models": models,
+        "prompts": args.prompts,
+        "backend": args.backend,
+        "device": args.device,
+        "template": args.template,
+        "enable_thinking": args.enable_thinking,
+        "allow_template_mismatch": args.allow_template_mismatch or None,
+        "out": args.out,
+        "force": args.force or None,
+    }
+    cfg = build_config(
+        SafetyConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+    )
+    return run_safety_eval(cfg)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    evaluate = sub.add_parser("eval", help="evaluate a model or base + adapters (no export needed)")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
+
+    gen = eval_sub.add_parser("gen", help="generate answers; BLEU-4, ROUGE, sacreBLEU, reasoning leaks")
+    gen.add_argument(
+        "--data", help="Alpaca/ShareGPT, PubMedQA ori_pqal.json or JSON lines with prompt/reference"
+    )
+    gen.add_argument("--format", choices=["auto", "alpaca", "sharegpt", "pubmedqa", "columns"])
+    gen.add_argument("--language", choices=["auto", "en", "zh"], help="sacreBLEU tokenizer: 13a or zh")
+    _model_flags(gen)
+    _decoding_flags(gen)
+    gen.add_argument("--section", help="read the config from this section of the YAML file")
+    _add_common(gen)
+    gen.set_defaults(func=_cmd_eval_gen)
+
+    mcq = eval_sub.add_parser("mcq", help="multiple-choice accuracy (log-likelihood or generated letter)")
+    mcq.add_argument(
+        "--data", nargs="+", help="files or folders (MedQA, MedMCQA, PubMedQA, MMLU, CMMLU, ...)"
+    )
+    mcq.add_argument(
+        "--format",
+        help="auto (default), medqa, medmcqa, pubmedqa, mmlu, mmlu_hf, cmmlu, cmexam, ceval, headqa, columns",
+    )
+    mcq.add_argument("--mode", choices=["loglik", "generate"])
+    mcq.add_argument("--continuation", choices=["letter", "text"], help="what loglik scores per option")
+    mcq.add_argument("--no-chat", action="store_true", help="plain-text prompt, no chat template (loglik)")
+    mcq.add_argument("--language", choices=["auto", "en", "zh"])
+    mcq.add_argument("--few-shot", type=int, help="exemplars per question (seeded)")
+    mcq.add_argument("--few-shot-data", nargs="+", help="exemplar pool (default: the other questions)")
+    mcq.add_argument("--medmcqa-cop-base", type=int, choices=[0, 1], help="when the file cannot tell")
+    mcq.add_argument("--seed", type=int, help="few-shot sampling seed")
+    mcq.add_argument("--max-new-tokens", type=int, help="generate mode")
+    _model_flags(mcq)
+    mcq.add_argument("--section", help="read the config from this section of the YAML file")
+    _add_common(mcq)
+    mcq.set_defaults(func=_cmd_eval_mcq)
+
+    safety = eval_sub.add_parser("safety", help="bundled safety prompts, answers side by side, referral rate")
+    safety.add_argument(
+        "--model", action="append", help="model folder (repeatable; base + adapters via --config)"
+    )
+    safety.add_argument("--prompts", help="JSON lines with id, category, language, prompt (default: bundled)")
+    safety.add_argument("--backend", choices=["hf", "vllm"])
+    safety.add_argument("--device")
+    safety.add_argument("--template")
+    safety.add_argument(
+        "--enable-thinking", dest="enable_thinking", action=argparse.BooleanOptionalAction, default=None
+    )
+    safety.add_argument("--allow-template-mismatch", action="store_true")
+    safety.add_argument("--out", help="results folder")
+    safety.add_argument("--force", action="store_true", help="replace an existing --out")
+    _decoding_flags(safety)
+    safety.add_argument("--section", help="read the config from this section of the YAML file")
+    _add_common(safety)
+    safety.set_defaults(func=_cmd_eval_safety)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.eval import ScoreConfig, run_score
+
+    overrides = {
+        "predictions": args.predictions,
+        "out": args.out,
+        "prediction_key": args.prediction_key,
+        "reference_key": args.reference_key,
+        "language": args.language,
+        "tokenizer": args.tokenizer,
+        "force": args.force or None,
+    }
+    cfg = build_config(ScoreConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    return run_score(cfg)
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="generation and reasoning-leak metrics of a predictions file")
+    p.add_argument("--predictions", help="JSON lines with prediction and reference")
+    p.add_argument("--out", help="results folder")
+    p.add_argument("--prediction-key", help="field of the model output (default prediction)")
+    p.add_argument("--reference-key", help="field of the reference (default reference)")
+    p.add_argument("--language", choices=["auto", "en", "zh"])
+    p.add_argument("--tokenizer", help="tokenizer folder for token lengths")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    _add_common(p)
+    p.set_defaults(func=_cmd_score)
 
 
 # ---------------------------------------------------------------- demo
@@ -219,6 +471,8 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_train,
     _add_merge,
     _add_verify,
+    _add_eval,
+    _add_score,
     _add_demo,
 )
 
@@ -262,7 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medmerge: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("medmerge: interrupted; finished artifacts are untouched, rerun to resume", file=sys.stderr)
+        print(
+            "medmerge: interrupted; finished artifacts are untouched, rerun to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -45,7 +45,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{file}: config must be a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(
+            f"{file}: config must be a mapping of keys to values, got {type(data).__name__}"
+        )
     return data
 
 
@@ -69,6 +71,8 @@ def _describe(error: dict[str, Any], schema: type[StageConfig], source: str) -> 
         return f"{source}: unknown key {loc!r}{hint}"
     if error["type"] == "missing":
         return f"{source}: missing required key {loc!r}"
+    if not loc:  # a check across several keys (a model validator)
+        return f"{source}: {error['msg'].removeprefix('Value error, ')}"
     return f"{source}: {loc}: {error['msg']} (got {error.get('input')!r})"
 
 
@@ -83,7 +87,9 @@ def _schema_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]
             return None
         annotation = field.annotation
         candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if current is None:
             return None
     return current
@@ -107,7 +113,9 @@ def build_config(
         values = read_yaml(config_file)
         if section is not None:
             if section not in values:
-                raise ConfigError(f"{config_file}: no {section!r} section{did_you_mean(section, values)}")
+                raise ConfigError(
+                    f"{config_file}: no {section!r} section{did_you_mean(section, values)}"
+                )
             values = values[section] or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{config_file}: section {section!r} must be a mapping")

@@ -14,7 +14,9 @@ from medmerge.base import BaseBuildConfig, build_base
 from medmerge.config import StageConfig, build_config
 from medmerge.manifest import read_manifest
 from medmerge.paths import REPO_ROOT
+from medmerge.merge import MergeConfig, run_merge
 from medmerge.train import TrainConfig, train
+from medmerge.verify import VerifyConfig, run_verify
 
 
 _RUN_ONLY_KEYS = ("force", "progress")  # how a stage ran, not what it made
@@ -35,7 +37,9 @@ def _stage(name: str, cfg: StageConfig, run: Callable[[StageConfig], object]) ->
         return
     started = time.perf_counter()
     print(f"[{name}] -> {out}")
-    run(cfg.model_copy(update={"force": out.exists()}))
+    status = run(cfg.model_copy(update={"force": out.exists()}))
+    if isinstance(status, int) and status != 0:
+        raise SystemExit(status)
     print(f"[{name}] done in {time.perf_counter() - started:.0f} s")
 
 
@@ -50,8 +54,28 @@ def run_demo(out_dir: str) -> int:
             TrainConfig, configs / f"{stage}.yaml", {"base": base.out, "out": str(root / stage)}
         )
         _stage(stage, cfg, train)
+    merge = build_config(
+        MergeConfig,
+        configs / "merge.yaml",
+        {
+            "base": base.out,
+            "adapters": [
+                {"path": str(root / "pt"), "weight": 0.3},
+                {"path": str(root / "sft"), "weight": 0.7},
+            ],
+            "out": str(root / "merged"),
+        },
+    )
+    _stage("merge", merge, run_merge)
+    check = build_config(
+        VerifyConfig, configs / "verify.yaml", {"base": base.out, "merged": merge.out}
+    )
+    print("[verify] logits, tensors and provenance of the merged checkpoint")
+    if run_verify(check) != 0:
+        raise SystemExit(1)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; everything is under {root}:")
-    for name in ("base", "pt", "sft"):
-        print(f"  {name:5s} {root / name}")
+    for name in ("base", "pt", "sft", "merged"):
+        print(f"  {name:6s} {root / name}")
+    print(f"  verification: {root / 'merged' / 'verify.json'}")
     print(f"  loss curves: {root / 'pt' / 'loss_curve.png'}, {root / 'sft' / 'loss_curve.png'}")
     return 0

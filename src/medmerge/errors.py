@@ -43,4 +43,6 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> str:
     """A one-line message for a name that is not one of `choices`."""
     choices = sorted(choices)
-    return f"unknown {kind} {name!r}{did_you_mean(name, choices)}; choose one of: {', '.join(choices)}"
+    return (
+        f"unknown {kind} {name!r}{did_you_mean(name, choices)}; choose one of: {', '.join(choices)}"
+    )

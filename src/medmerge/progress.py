@@ -7,12 +7,24 @@ import sys
 import time
 from collections.abc import Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class _Bar:
     def __init__(
-        self, progress: Progress | None, task: int | None, total: int, label: str, silent: bool = False
+        self,
+        progress: Progress | None,
+        task: int | None,
+        total: int,
+        label: str,
+        silent: bool = False,
     ) -> None:
         self._progress, self._task, self._total, self._label = progress, task, total, label
         self._silent = silent

@@ -14,7 +14,8 @@ from medmerge.train import loop, train
 
 
 def _losses(folder) -> list[float]:
-    return [json.loads(line)["loss"] for line in (folder / "loss_log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (folder / "loss_log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
 
 
 def _abstract_start() -> str:
@@ -127,3 +128,15 @@ def test_existing_output_is_refused_then_replaced_with_force(make_cfg):
     assert (first / "adapter_model.safetensors").read_bytes() == before
     train(make_cfg("pt", seed=9, force=True))
     assert (first / "adapter_model.safetensors").read_bytes() != before
+
+
+def test_held_out_loss_is_logged_and_kept_out_of_training(make_cfg):
+    result = train(make_cfg("pt", val_size=8, eval_steps=3, max_steps=6))
+    records = [json.loads(line) for line in (result.out / "loss_log.jsonl").read_text().splitlines()]
+    held_out = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in held_out] == [3, 6]
+    manifest = read_manifest(result.out)
+    assert manifest["held_out_examples"] == 8
+    assert manifest["eval_loss_last"] == held_out[-1]["eval_loss"]
+    full = train(make_cfg("pt", name="all", max_steps=6))
+    assert read_manifest(full.out)["examples"] == manifest["examples"] + 8

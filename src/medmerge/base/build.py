@@ -89,7 +89,9 @@ def pretrain(model: Qwen3ForCausalLM, stream: torch.Tensor, cfg: BaseBuildConfig
     model.train()
     with progress_bar(cfg.pretrain_steps, "pretraining base") as bar:
         for _ in range(cfg.pretrain_steps):
-            starts = torch.randint(0, len(stream) - cfg.seq_len - 1, (cfg.batch_size,), generator=generator)
+            starts = torch.randint(
+                0, len(stream) - cfg.seq_len - 1, (cfg.batch_size,), generator=generator
+            )
             batch = torch.stack([stream[s : s + cfg.seq_len] for s in starts.tolist()])
             loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
@@ -111,7 +113,9 @@ def build_base(cfg: BaseBuildConfig) -> Path:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         tokenizer = train_tokenizer(raw_texts(data_dir), cfg.vocab_size)
-        special_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
+        special_ids = {
+            t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")
+        }
         model = Qwen3ForCausalLM(qwen3_config(cfg, len(tokenizer), special_ids))
         losses: list[float] = []
         if cfg.pretrain_steps:

@@ -52,7 +52,9 @@ def pubmedqa_with_reasoning(data_dir: Path) -> list[str]:
 def meqsum_without_reasoning(data_dir: Path) -> list[str]:
     with open(data_dir / "qa_en/meqsum_sample.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()][:BASE_MEQSUM_ITEMS]
-    return [chat_turn(f"Summarize this question: {r['question']}", r["summary"], None) for r in rows]
+    return [
+        chat_turn(f"Summarize this question: {r['question']}", r["summary"], None) for r in rows
+    ]
 
 
 def headqa_with_reasoning(data_dir: Path) -> list[str]:
@@ -76,7 +78,9 @@ def cmmlu_with_reasoning(data_dir: Path) -> list[str]:
                 listing = "\n".join(f"{k}. {row[k]}" for k in "ABCD")
                 key = row["Answer"]
                 reasoning = f"首先，分析题干。其次，比较各个选项。因此，答案是{key}。"
-                docs.append(chat_turn(f"{row['Question']}\n{listing}", f"{key}. {row[key]}", reasoning))
+                docs.append(
+                    chat_turn(f"{row['Question']}\n{listing}", f"{key}. {row[key]}", reasoning)
+                )
     return docs
 
 

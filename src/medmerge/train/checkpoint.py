@@ -55,10 +55,17 @@ def save_checkpoint(work: Path, step: int, model, optimizer, scheduler) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
-    weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    weights = {
+        k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()
+    }
     save_file(weights, folder / "adapter.safetensors")
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step},
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "step": step,
+        },
         folder / "trainer_state.pt",
     )
     (folder / "complete").touch()
@@ -81,7 +88,11 @@ def truncate_log(log_path: Path, step: int) -> None:
     """Drop log lines past `step`, written after the checkpoint a run resumes from."""
     if not log_path.is_file():
         return
-    kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    kept = [
+        line
+        for line in log_path.read_text().splitlines()
+        if line and json.loads(line)["step"] <= step
+    ]
     log_path.write_text("".join(f"{line}\n" for line in kept))
 
 

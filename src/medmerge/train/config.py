@@ -62,6 +62,9 @@ class TrainConfig(StageConfig):
     seed: int = 42
     precision: Literal["fp32", "bf16"] = "fp32"
     logging_steps: int = Field(default=1, ge=1)
+    # Held-out examples (a count) whose mean loss is logged every eval_steps and at the end.
+    val_size: int = Field(default=0, ge=0)
+    eval_steps: int = Field(default=20, ge=1)
     save_steps: int = Field(default=50, ge=1)  # checkpoint cadence, for resuming
     progress: bool = True
     force: bool = False

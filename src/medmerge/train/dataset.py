@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from medmerge.data import build_pt_examples, build_sft_examples, collate, read_pt_texts, read_sft
@@ -19,6 +20,7 @@ from medmerge.train.config import TrainConfig
 class TrainingData:
     examples: list[dict[str, list[int]]]
     collate: Callable
+    held_out: list[dict[str, list[int]]] = field(default_factory=list)  # val_size examples
     files: list[dict] = field(default_factory=list)  # path, sha256, records
     tokens: int = 0  # non-padding tokens in one epoch
     trained_tokens: int = 0  # tokens with a label (the loss is on these)
@@ -28,7 +30,9 @@ def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(cfg.base, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{cfg.base}: cannot load a tokenizer from the base folder ({exc})".splitlines()[0]) from None
+        raise ModelError(
+            f"{cfg.base}: cannot load a tokenizer from the base folder ({exc})".splitlines()[0]
+        ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -44,7 +48,13 @@ def load_training_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
         else:
             records = read_sft(item.path, cfg.data_format, item.columns or None)
             conversations.extend(records)
-        files.append({"path": str(Path(item.path).resolve()), "sha256": sha256_file(item.path), "records": len(records)})
+        files.append(
+            {
+                "path": str(Path(item.path).resolve()),
+                "sha256": sha256_file(item.path),
+                "records": len(records),
+            }
+        )
     if cfg.max_samples:
         texts, conversations = texts[: cfg.max_samples], conversations[: cfg.max_samples]
     if cfg.stage == "pt":
@@ -54,9 +64,23 @@ def load_training_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
             conversations, tokenizer, cfg.template, cfg.enable_thinking, cfg.cutoff_len, cfg.packing
         )
     if not examples:
-        raise DataError(f"{', '.join(f.path for f in cfg.data_files())}: no training examples (is cutoff_len {cfg.cutoff_len} larger than the data?)")
+        raise DataError(
+            f"{', '.join(f.path for f in cfg.data_files())}: no training examples (is cutoff_len {cfg.cutoff_len} larger than the data?)"
+        )
+    held_out: list[dict[str, list[int]]] = []
+    if cfg.val_size:
+        if cfg.val_size >= len(examples):
+            raise DataError(
+                f"val_size {cfg.val_size} leaves no training examples (there are {len(examples)}); lower it"
+            )
+        order = torch.randperm(
+            len(examples), generator=torch.Generator().manual_seed(cfg.seed)
+        ).tolist()
+        held_out = [examples[i] for i in order[: cfg.val_size]]
+        examples = [examples[i] for i in sorted(order[cfg.val_size :])]
     return TrainingData(
         examples=examples,
+        held_out=held_out,
         collate=functools.partial(collate, pad_token_id=tokenizer.pad_token_id),
         files=files,
         tokens=sum(len(e["input_ids"]) for e in examples),

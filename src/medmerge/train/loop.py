@@ -60,9 +60,13 @@ def load_lora_model(cfg: TrainConfig, dtype: torch.dtype):
     return get_peft_model(model, lora)
 
 
-def epoch_loader(data: TrainingData, cfg: TrainConfig, epoch: int, accelerator: Accelerator) -> DataLoader:
+def epoch_loader(
+    data: TrainingData, cfg: TrainConfig, epoch: int, accelerator: Accelerator
+) -> DataLoader:
     """This epoch's batches in a seeded order, sharded across processes by accelerate."""
-    order = torch.randperm(len(data.examples), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    order = torch.randperm(
+        len(data.examples), generator=torch.Generator().manual_seed(cfg.seed + epoch)
+    )
     ordered = [data.examples[i] for i in order.tolist()]
     # Its own generator: starting an iterator must not draw from the global RNG, which
     # drives dropout, or a resumed run would see other dropout masks than a straight one.
@@ -89,7 +93,9 @@ def make_optimizer(cfg: TrainConfig, model, total_steps: int):
     else:
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
+    )
     return optimizer, scheduler
 
 
@@ -108,7 +114,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     work = checkpoint.partial_dir(cfg.out)
     if accelerator.is_main_process:
-        checkpoint.open_partial(cfg.out, sha256_json(cfg.model_dump(exclude={"force", "progress"})), cfg.force)
+        checkpoint.open_partial(
+            cfg.out, sha256_json(cfg.model_dump(exclude={"force", "progress"})), cfg.force
+        )
     accelerator.wait_for_everyone()
 
     set_seed(cfg.seed)
@@ -121,7 +129,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     state = LoopState()
     resume_from = checkpoint.latest_checkpoint(work)
     if resume_from is not None:
-        state.step = checkpoint.load_checkpoint(resume_from, accelerator.unwrap_model(model), optimizer, scheduler)
+        state.step = checkpoint.load_checkpoint(
+            resume_from, accelerator.unwrap_model(model), optimizer, scheduler
+        )
         accelerator.print(f"resuming from {resume_from} (step {state.step} of {total_steps})")
     started = time.perf_counter()
     run_steps(cfg, data, model, optimizer, scheduler, accelerator, state, total_steps, work)
@@ -129,14 +139,26 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     if accelerator.is_main_process:
         with staged_output(cfg.out, cfg.force) as staging:
-            write_adapter_folder(staging, accelerator.unwrap_model(model), cfg, data, base_identity, work, seconds)
+            write_adapter_folder(
+                staging, accelerator.unwrap_model(model), cfg, data, base_identity, work, seconds
+            )
         checkpoint.discard_partial(work)
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(model).eval()
     return TrainResult(Path(cfg.out), trained, state.step, state.last_loss)
 
 
-def run_steps(cfg, data, model, optimizer, scheduler, accelerator, state: LoopState, total_steps: int, work: Path) -> None:
+def run_steps(
+    cfg,
+    data,
+    model,
+    optimizer,
+    scheduler,
+    accelerator,
+    state: LoopState,
+    total_steps: int,
+    work: Path,
+) -> None:
     """Optimizer steps from `state.step` to `total_steps`, logging and checkpointing."""
     log_path = work / "loss_log.jsonl"
     if accelerator.is_main_process:
@@ -147,7 +169,9 @@ def run_steps(cfg, data, model, optimizer, scheduler, accelerator, state: LoopSt
     skip = done_in_epoch * cfg.gradient_accumulation_steps
     window_tokens, window_start, losses = 0, time.perf_counter(), []
     model.train()
-    with progress_bar(total_steps, f"train {cfg.stage}", enabled=cfg.progress and accelerator.is_main_process) as bar:
+    with progress_bar(
+        total_steps, f"train {cfg.stage}", enabled=cfg.progress and accelerator.is_main_process
+    ) as bar:
         bar.advance(state.step)
         while state.step < total_steps:
             loader = epoch_loader(data, cfg, epoch, accelerator)
@@ -171,15 +195,50 @@ def run_steps(cfg, data, model, optimizer, scheduler, accelerator, state: LoopSt
                 if not scheduler_step:
                     continue
                 state.step += 1
-                state.last_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+                state.last_loss = accelerator.reduce(
+                    torch.stack(losses).mean(), reduction="mean"
+                ).item()
                 losses = []
                 rate = window_tokens / max(1e-9, time.perf_counter() - window_start)
                 bar.advance(1, loss=state.last_loss, tok_s=rate)
                 if accelerator.is_main_process:
-                    after_step(cfg, state, accelerator, model, optimizer, scheduler, work, log_path, rate)
+                    after_step(
+                        cfg, state, accelerator, model, optimizer, scheduler, work, log_path, rate
+                    )
+                    if data.held_out and (
+                        state.step % cfg.eval_steps == 0 or state.step == total_steps
+                    ):
+                        log_held_out_loss(
+                            accelerator.unwrap_model(model), data, state.step, log_path
+                        )
                 if state.step >= total_steps:
                     break
             epoch += 1
+
+
+@torch.no_grad()
+def held_out_loss(model, data: TrainingData, batch_size: int = 8) -> float:
+    """Mean per-token loss on the held-out examples (eval mode: no dropout, no RNG drawn)."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    device = next(model.parameters()).device
+    for start in range(0, len(data.held_out), batch_size):
+        batch = {
+            k: v.to(device)
+            for k, v in data.collate(data.held_out[start : start + batch_size]).items()
+        }
+        count = int((batch["labels"][:, 1:] != -100).sum())
+        total += model(**batch).loss.item() * count
+        tokens += count
+    model.train(was_training)
+    return total / max(1, tokens)
+
+
+def log_held_out_loss(model, data: TrainingData, step: int, log_path: Path) -> None:
+    record = {"step": step, "eval_loss": held_out_loss(model, data)}
+    with open(log_path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def _real_tokens(batch: dict[str, torch.Tensor]) -> int:
@@ -188,10 +247,27 @@ def _real_tokens(batch: dict[str, torch.Tensor]) -> int:
     return int(mask.sum()) if mask.dim() == 2 else int(mask.shape[0] * mask.shape[-1])
 
 
-def after_step(cfg, state: LoopState, accelerator, model, optimizer, scheduler, work: Path, log_path: Path, rate: float) -> None:
+def after_step(
+    cfg,
+    state: LoopState,
+    accelerator,
+    model,
+    optimizer,
+    scheduler,
+    work: Path,
+    log_path: Path,
+    rate: float,
+) -> None:
     if state.step % cfg.logging_steps == 0:
-        record = {"step": state.step, "loss": state.last_loss, "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(rate, 1)}
+        record = {
+            "step": state.step,
+            "loss": state.last_loss,
+            "lr": scheduler.get_last_lr()[0],
+            "tokens_per_s": round(rate, 1),
+        }
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     if state.step % cfg.save_steps == 0:
-        checkpoint.save_checkpoint(work, state.step, accelerator.unwrap_model(model), optimizer, scheduler)
+        checkpoint.save_checkpoint(
+            work, state.step, accelerator.unwrap_model(model), optimizer, scheduler
+        )

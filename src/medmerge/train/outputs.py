@@ -10,14 +10,22 @@ from medmerge.report.plots import plot_loss_curve, read_jsonl
 from medmerge.train.config import TrainConfig
 
 
-def write_adapter_folder(staging: Path, model, cfg: TrainConfig, data, base_identity: dict, work: Path, seconds: float) -> None:
+def write_adapter_folder(
+    staging: Path, model, cfg: TrainConfig, data, base_identity: dict, work: Path, seconds: float
+) -> None:
     """Save the adapter (stock PEFT format, safetensors) and everything that explains it."""
     model.save_pretrained(staging, safe_serialization=True)
     log = work / "loss_log.jsonl"
-    records = read_jsonl(log) if log.is_file() else []
-    if records:
+    logged = read_jsonl(log) if log.is_file() else []
+    records = [r for r in logged if "loss" in r]
+    held_out = [r for r in logged if "eval_loss" in r]
+    if logged:
         shutil.copyfile(log, staging / "loss_log.jsonl")
-        plot_loss_curve(staging / "loss_log.jsonl", staging / "loss_curve.png", f"{cfg.stage.upper()} loss — {staging.name}")
+        plot_loss_curve(
+            staging / "loss_log.jsonl",
+            staging / "loss_curve.png",
+            f"{cfg.stage.upper()} loss — {staging.name}",
+        )
     write_manifest(
         staging,
         "train",
@@ -34,6 +42,9 @@ def write_adapter_folder(staging: Path, model, cfg: TrainConfig, data, base_iden
             "steps": records[-1]["step"] if records else 0,
             "loss_first": records[0]["loss"] if records else None,
             "loss_last": records[-1]["loss"] if records else None,
+            "held_out_examples": len(data.held_out),
+            "eval_loss_first": held_out[0]["eval_loss"] if held_out else None,
+            "eval_loss_last": held_out[-1]["eval_loss"] if held_out else None,
             "train_seconds": round(seconds, 2),
         },
     )

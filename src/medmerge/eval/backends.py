@@ -1,0 +1,276 @@
+"""Model backends behind one interface: `loglikelihood(requests)` and `generate(requests)`.
+
+HFBackend runs transformers on CPU or GPU, for a model folder or a base with adapters
+applied in memory at their weights (medmerge.merge's exact in-memory merge; no export).
+VLLMBackend (optional extra medmerge[vllm]) runs a model folder.
+
+Log-likelihood follows lm-evaluation-harness: context + continuation are tokenized
+together and the continuation is the tokens after the first len(tokenize(context)) ones;
+the model reads the whole string once and the continuation's token log-probs are summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from medmerge.errors import ConfigError, ModelError
+from medmerge.eval.config import ModelSpec
+from medmerge.manifest import model_identity
+
+
+@dataclass(frozen=True)
+class LoglikRequest:
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # decoded up to (not including) the first stop token
+    tokens: int  # generated tokens, stop token excluded
+    stopped: bool  # ended on a stop token rather than max_new_tokens
+
+
+class Backend(Protocol):
+    identity: dict[str, Any]
+    tokenizer: Any
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[float]: ...
+
+    def generate(
+        self, prompts: Sequence[str], decoding: dict[str, Any], stop_ids: Sequence[int]
+    ) -> list[Generation]: ...
+
+
+def continuation_split(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], int]:
+    """(ids of context + continuation, number of continuation tokens), lm-eval style."""
+    whole = list(tokenizer(context + continuation, add_special_tokens=False)["input_ids"])
+    n_context = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    n_continuation = len(whole) - n_context
+    if n_continuation <= 0 or n_context == 0:
+        raise ValueError(f"continuation {continuation!r} adds no token after its context")
+    return whole, n_continuation
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def model_source_identity(spec: ModelSpec, adapters: Sequence[Any] = ()) -> dict[str, Any]:
+    """What was evaluated: the folder's hashes, or the base's plus each adapter's and weight."""
+    if spec.model is not None:
+        return {"model": model_identity(spec.model)}
+    return {
+        "base": model_identity(spec.base),
+        "method": spec.method,
+        "adapters": [
+            {"path": str(Path(a.path).resolve()), "weight": w.weight, **a.hashes()}
+            for a, w in zip(adapters, spec.adapters, strict=True)
+        ],
+    }
+
+
+class HFBackend:
+    """transformers causal LM: batched scoring (right padding) and generation (left padding)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        adapters: Sequence[Any] = (),
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from medmerge.merge import WeightPlan, apply_merged_delta
+
+        folder = spec.model or spec.base
+        self.device = resolve_device(device)
+        torch_dtype = _DTYPES.get(dtype) or (torch.float32 if self.device == "cpu" else "auto")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"{folder}: cannot load the model ({exc}); pass a model folder"
+            ) from None
+        if adapters:
+            plan = WeightPlan(tuple(a.weight for a in spec.adapters))
+            apply_merged_delta(self.model, adapters, plan, spec.method)
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.identity = {
+            **model_source_identity(spec, adapters),
+            "backend": "hf",
+            "device": self.device,
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+        }
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id or 0
+
+    @torch.no_grad()
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[float]:
+        """Sum of log-probs of each continuation given its context (float64 sums)."""
+        encoded = [continuation_split(self.tokenizer, r.context, r.continuation) for r in requests]
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        results = [0.0] * len(encoded)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for index, value in zip(
+                batch, self._score_batch([encoded[i] for i in batch]), strict=True
+            ):
+                results[index] = value
+        return results
+
+    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[float]:
+        width = max(len(ids) for ids, _ in batch) - 1
+        inputs = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(batch):
+            inputs[row, : len(ids) - 1] = torch.tensor(ids[:-1])
+            mask[row, : len(ids) - 1] = 1
+        logits = self.model(
+            input_ids=inputs.to(self.device), attention_mask=mask.to(self.device)
+        ).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        scores = []
+        for row, (ids, n_cont) in enumerate(batch):
+            positions = torch.arange(len(ids) - 1 - n_cont, len(ids) - 1)
+            targets = torch.tensor(ids[-n_cont:])
+            scores.append(float(logprobs[row, positions, targets].double().sum()))
+        return scores
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[str], decoding: dict[str, Any], stop_ids: Sequence[int]
+    ) -> list[Generation]:
+        """Batched generation with left padding and the KV cache; stops at any of `stop_ids`."""
+        torch.manual_seed(int(decoding.get("seed", 0)))
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        results: list[Generation | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            outputs = self._generate_batch([prompts[i] for i in batch], decoding, list(stop_ids))
+            for index, generation in zip(batch, outputs, strict=True):
+                results[index] = generation
+        return [r for r in results if r is not None]
+
+    def _generate_batch(
+        self, prompts: list[str], decoding: dict[str, Any], stop_ids: list[int]
+    ) -> list[Generation]:
+        self.tokenizer.padding_side = "left"
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sampling = bool(decoding.get("do_sample"))
+        extra = (
+            {
+                "temperature": float(decoding["temperature"]),
+                "top_p": float(decoding["top_p"]),
+                "top_k": int(decoding.get("top_k") or 0),
+            }
+            if sampling
+            else {}
+        )
+        out = self.model.generate(
+            **enc.to(self.device),
+            max_new_tokens=int(decoding["max_new_tokens"]),
+            do_sample=sampling,
+            eos_token_id=stop_ids,
+            pad_token_id=self.pad_id,
+            use_cache=True,
+            **extra,
+        )
+        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+        return [self._decode(ids, set(stop_ids)) for ids in new_tokens]
+
+    def _decode(self, ids: list[int], stops: set[int]) -> Generation:
+        cut = next((i for i, t in enumerate(ids) if t in stops), None)
+        kept = ids if cut is None else ids[:cut]
+        text = self.tokenizer.decode(kept, skip_special_tokens=False)
+        return Generation(text=text, tokens=len(kept), stopped=cut is not None)
+
+
+class VLLMBackend:
+    """vLLM for a model folder (adapters must be merged first); the optional medmerge[vllm]."""
+
+    def __init__(self, spec: ModelSpec, dtype: str = "auto", **_: Any) -> None:
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ConfigError(
+                "backend 'vllm' needs vLLM, which is not installed; pip install 'medmerge[vllm]' "
+                "or use --backend hf"
+            ) from None
+        if spec.model is None:
+            raise ConfigError(
+                "backend 'vllm' runs a model folder; export the merge first (medmerge merge "
+                "--export full) or use --backend hf, which applies adapters in memory"
+            )
+        names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}
+        self.llm = LLM(model=spec.model, dtype=names[dtype], enable_prefix_caching=True)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.identity = {**model_source_identity(spec), "backend": "vllm", "dtype": dtype}
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[float]:
+        from vllm import SamplingParams
+
+        encoded = [continuation_split(self.tokenizer, r.context, r.continuation) for r in requests]
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
+        prompts = [{"prompt_token_ids": ids} for ids, _ in encoded]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        scores = []
+        for (ids, n_cont), output in zip(encoded, outputs, strict=True):
+            steps = output.prompt_logprobs[len(ids) - n_cont :]
+            scores.append(
+                sum(step[t].logprob for step, t in zip(steps, ids[-n_cont:], strict=True))
+            )
+        return scores
+
+    def generate(
+        self, prompts: Sequence[str], decoding: dict[str, Any], stop_ids: Sequence[int]
+    ) -> list[Generation]:
+        from vllm import SamplingParams
+
+        sampling = bool(decoding.get("do_sample"))
+        params = SamplingParams(
+            temperature=float(decoding["temperature"]) if sampling else 0.0,
+            top_p=float(decoding["top_p"]) if sampling else 1.0,
+            top_k=int(decoding.get("top_k") or -1) if sampling else -1,
+            max_tokens=int(decoding["max_new_tokens"]),
+            seed=int(decoding.get("seed", 0)),
+            stop_token_ids=list(stop_ids),
+            skip_special_tokens=False,
+        )
+        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        return [
+            Generation(
+                o.outputs[0].text,
+                len(o.outputs[0].token_ids) - (o.outputs[0].finish_reason == "stop"),
+                o.outputs[0].finish_reason == "stop",
+            )
+            for o in outputs
+        ]
+
+
+def load_backend(
+    spec: ModelSpec,
+    backend: str,
+    device: str,
+    dtype: str,
+    batch_size: int,
+    adapters: Sequence[Any] = (),
+) -> Backend:
+    if backend == "vllm":
+        return VLLMBackend(spec, dtype=dtype)
+    return HFBackend(spec, device=device, dtype=dtype, batch_size=batch_size, adapters=adapters)

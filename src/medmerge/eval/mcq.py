@@ -1,0 +1,243 @@
+"""Multiple choice as data: a prompt format, the choices, the target; scored two ways.
+
+loglik: each option's continuation is scored given the same context; the prediction is the
+  argmax of the summed log-probs (accuracy) and of log-prob / UTF-8 bytes of the
+  continuation (length-normalised accuracy, as lm-eval's acc_norm).
+generate: greedy answer, think blocks removed, the letters found by `extract_letters`; when
+  none is found the model is asked once more for the letter only; still none is invalid.
+Continuations: the letter (" B" after a plain-text "Answer:" with lm-eval's space delimiter,
+"B" right after the chat template's assistant header) or the option text.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from medmerge.data.readers import Message
+from medmerge.eval.backends import Backend, LoglikRequest
+from medmerge.eval.leakage import strip_think
+from medmerge.eval.mcq_formats import LETTERS, McqItem
+
+
+@dataclass(frozen=True)
+class McqFormat:
+    """The words around a question, per language."""
+
+    header: str  # {subject} filled in; used when the item has a subject
+    answer_label: str
+    instruction: str  # chat mode: what the user turn asks for
+    retry: str
+
+    def block(self, item: McqItem) -> str:
+        options = "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(item.options))
+        return f"{item.question}\n{options}\n{self.answer_label}"
+
+
+FORMATS = {
+    "en": McqFormat(
+        header="The following are multiple choice questions (with answers) about {subject}.",
+        answer_label="Answer:",
+        instruction="Answer with the letter of the correct option.",
+        retry="Reply with only the letter of the correct option.",
+    ),
+    "zh": McqFormat(
+        header="以下是关于{subject}的单项选择题，请直接给出正确答案的选项。",
+        answer_label="答案：",
+        instruction="请直接给出正确答案的选项字母。",
+        retry="请只回答正确选项的字母。",
+    ),
+}
+
+
+def few_shot_examples(item: McqItem, pool: Sequence[McqItem], k: int, seed: int) -> list[McqItem]:
+    """k exemplars drawn with a per-item seeded generator; same subject when there are enough."""
+    if k == 0:
+        return []
+    candidates = [p for p in pool if p.id != item.id or p.source != item.source]
+    same = [p for p in candidates if p.subject == item.subject]
+    source = same if len(same) >= k else candidates
+    return random.Random(f"{seed}:{item.id}").sample(source, min(k, len(source)))
+
+
+def question_text(item: McqItem, shots: Sequence[McqItem], fmt: McqFormat) -> str:
+    """Header, exemplars with their answers, then the question ending in the answer label."""
+    parts = [fmt.header.format(subject=item.subject.replace("_", " "))] if item.subject else []
+    parts += [f"{fmt.block(s)} {LETTERS[s.answer_index]}" for s in shots]
+    parts.append(fmt.block(item))
+    return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class McqTask:
+    """How one run asks its questions: language format, chat template or plain text."""
+
+    fmt: McqFormat
+    template: Any | None  # a ChatTemplate for chat mode, else None
+    tokenizer: Any
+    enable_thinking: bool
+    continuation: str = "letter"
+
+    def context(
+        self, item: McqItem, shots: Sequence[McqItem], extra_turns: Sequence[Message] = ()
+    ) -> str:
+        text = question_text(item, shots, self.fmt)
+        if self.template is None:
+            return text
+        messages = [Message("user", f"{text}\n{self.fmt.instruction}".rstrip()), *extra_turns]
+        return self.template.render_prompt(self.tokenizer, messages, self.enable_thinking)
+
+    def continuations(self, item: McqItem) -> list[str]:
+        space = "" if self.template is not None else " "
+        if self.continuation == "text":
+            return [space + text for text in item.options]
+        return [space + LETTERS[i] for i in range(len(item.options))]
+
+
+def score_loglik(
+    task: McqTask, items: Sequence[McqItem], shots: Sequence[Sequence[McqItem]], backend: Backend
+) -> list[dict[str, Any]]:
+    """One record per item with context, continuations, log-likelihoods and predictions."""
+    contexts = [task.context(item, s) for item, s in zip(items, shots, strict=True)]
+    conts = [task.continuations(item) for item in items]
+    requests = [LoglikRequest(c, x) for c, xs in zip(contexts, conts, strict=True) for x in xs]
+    values = iter(backend.loglikelihood(requests))
+    records = []
+    for item, context, continuations in zip(items, contexts, conts, strict=True):
+        scores = [next(values) for _ in continuations]
+        normed = [
+            s / max(1, len(c.encode("utf-8"))) for s, c in zip(scores, continuations, strict=True)
+        ]
+        predicted = max(range(len(scores)), key=scores.__getitem__)
+        predicted_norm = max(range(len(normed)), key=normed.__getitem__)
+        records.append(
+            _record(item, context, continuations, scores, {predicted})
+            | {
+                "predicted_index_norm": predicted_norm,
+                "correct_norm": {predicted_norm} == set(item.answers),
+            }
+        )
+    return records
+
+
+def _record(
+    item: McqItem,
+    context: str,
+    continuations: list[str] | None,
+    scores: list[float] | None,
+    predicted: set[int] | None,
+) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "subject": item.subject,
+        "source": item.source,
+        "context": context,
+        "continuations": continuations,
+        "loglikelihoods": scores,
+        "predicted_index": min(predicted) if predicted else None,
+        "predicted_indices": sorted(predicted) if predicted else [],
+        "answer_index": item.answer_index,
+        "answer_indices": sorted(item.answers),
+        "correct": bool(predicted) and predicted == set(item.answers),
+    }
+
+
+# Tried in order on the output with think blocks removed; the first that matches wins.
+LETTER_PATTERNS = (
+    # 1. the reply opens with the letter(s), then punctuation or the end: "B", "(B)", "B. text",
+    #    "A、C", "AC" (several letters only count for multi-answer items, see `summarize`)
+    r"^\s*[(（\[]?\s*(?P<letters>[A-J](?:\s*(?:,|，|、|和|及|and)?\s*[A-J])*)\s*"
+    r"(?:[)）\]]|$|[.．:：、,，。;；\n])",
+    # 2. an explicit statement: "answer is B", "Answer: (C)", "答案是B", "答案：AC", "选B"
+    r"(?:(?i:answer)\s*(?:(?i:is)|:)?|答案\s*(?:是|为|应为)?|选择?)\s*[:：]?\s*[(（\[]?\s*"
+    r"(?P<letters>[A-J]+)(?![A-Za-z])",
+)
+
+
+def extract_letters(text: str, n_options: int) -> set[int] | None:
+    """The chosen option indices: by LETTER_PATTERNS (capital letters only), then by the only
+    distinct standalone capital letter among the options'; None when nothing is found."""
+    valid = LETTERS[:n_options]
+    for pattern in LETTER_PATTERNS:
+        match = re.search(pattern, text)
+        if match:
+            found = {LETTERS.index(c) for c in match.group("letters") if c in valid}
+            if found:
+                return found
+    lone = set(re.findall(rf"(?<![A-Za-z])([{valid}])(?![A-Za-z])", text))
+    if len(lone) == 1:
+        return {LETTERS.index(lone.pop())}
+    return None
+
+
+def extract_by_text(text: str, options: Sequence[str]) -> set[int] | None:
+    hits = {i for i, o in enumerate(options) if o and o.lower() in text.lower()}
+    return hits if len(hits) == 1 else None
+
+
+def answer_generate(
+    task: McqTask,
+    items: Sequence[McqItem],
+    shots: Sequence[Sequence[McqItem]],
+    backend: Backend,
+    max_new_tokens: int,
+) -> list[dict[str, Any]]:
+    """Greedy answers, one retry for those with no letter; one record per item."""
+    decoding = {"do_sample": False, "max_new_tokens": max_new_tokens, "seed": 0}
+    stops = task.template.stop_token_ids(task.tokenizer)
+    contexts = [task.context(item, s) for item, s in zip(items, shots, strict=True)]
+    outputs = [g.text for g in backend.generate(contexts, decoding, stops)]
+    found = [_letters(o, item) for o, item in zip(outputs, items, strict=True)]
+    retry = [i for i, f in enumerate(found) if f is None]
+    retry_contexts = [
+        task.context(
+            items[i], shots[i], (Message("assistant", outputs[i]), Message("user", task.fmt.retry))
+        )
+        for i in retry
+    ]
+    retry_outputs = (
+        [g.text for g in backend.generate(retry_contexts, decoding, stops)] if retry else []
+    )
+    records = [
+        _record(item, c, None, None, f) | {"raw_output": o}
+        for item, c, o, f in zip(items, contexts, outputs, found, strict=True)
+    ]
+    for i, context, output in zip(retry, retry_contexts, retry_outputs, strict=True):
+        letters = _letters(output, items[i])
+        records[i] = _record(items[i], contexts[i], None, None, letters) | {
+            "raw_output": outputs[i],
+            "retry_context": context,
+            "retry_output": output,
+        }
+    for record in records:
+        record["invalid"] = not record["predicted_indices"]
+    return records
+
+
+def _letters(output: str, item: McqItem) -> set[int] | None:
+    answer = strip_think(output)
+    return extract_letters(answer, len(item.options)) or extract_by_text(answer, item.options)
+
+
+def summarize(records: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Accuracy (and acc_norm in loglik mode), invalid rate, and the same per subject."""
+    by_subject: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_subject[record["subject"] or "all"].append(record)
+
+    def stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        n = len(rows)
+        out: dict[str, Any] = {
+            "n": n,
+            "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
+        }
+        if mode == "loglik":
+            out["accuracy_norm"] = sum(r["correct_norm"] for r in rows) / n if n else 0.0
+        out["invalid_rate"] = sum(r.get("invalid", False) for r in rows) / n if n else 0.0
+        return out
+
+    return {**stats(records), "per_subject": {s: stats(r) for s, r in sorted(by_subject.items())}}

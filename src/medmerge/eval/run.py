@@ -1,0 +1,201 @@
+"""Entry points of the evaluation commands; each writes one results folder and returns an
+exit code. A folder holds run_meta.json (written first), predictions.jsonl, results.json
+and medmerge_manifest.json; it appears under --out only when complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medmerge.artifacts import staged_output
+from medmerge.data.records import iter_json_records
+from medmerge.data.templates import get_template
+from medmerge.errors import DataError
+from medmerge.eval.config import GenEvalConfig, McqEvalConfig, SafetyConfig, ScoreConfig
+from medmerge.eval.generation import generate_answers, load_gen_items, score_outputs
+from medmerge.eval.mcq import (
+    FORMATS,
+    McqTask,
+    answer_generate,
+    few_shot_examples,
+    score_loglik,
+    summarize,
+)
+from medmerge.eval.mcq_data import load_mcq
+from medmerge.eval.metrics import detect_language
+from medmerge.eval.safety import (
+    is_refusal_or_referral,
+    load_safety_prompts,
+    safety_messages,
+    summarize_safety,
+)
+from medmerge.eval.session import data_hashes, open_model, run_meta, write_json, write_jsonl
+from medmerge.manifest import sha256_file, write_manifest
+
+
+def _finish(
+    folder: Path, command: str, cfg: Any, results: dict[str, Any], rows: list[dict]
+) -> None:
+    write_jsonl(folder / "predictions.jsonl", rows)
+    write_json(folder / "results.json", {**results, "command": command, "config": cfg.model_dump()})
+    write_manifest(
+        folder,
+        f"eval-{command}",
+        {"config": cfg.model_dump(), "results_sha256": sha256_file(folder / "results.json")},
+    )
+
+
+def run_gen_eval(cfg: GenEvalConfig) -> int:
+    """`medmerge eval gen`: generate with the training template, score raw and think-stripped."""
+    template = get_template(cfg.template)
+    items = load_gen_items(cfg.data, cfg.format, cfg.columns)[: cfg.limit]
+    with staged_output(cfg.out, cfg.force) as folder:
+        backend, mismatches = open_model(cfg, cfg.model_spec())
+        write_json(
+            folder / "run_meta.json",
+            run_meta("gen", cfg, backend.identity, data_hashes([cfg.data]), mismatches),
+        )
+        rows = generate_answers(
+            items, backend, template, cfg.enable_thinking, cfg.decoding.resolved()
+        )
+        results, scored = score_outputs(
+            [r["prediction"] for r in rows],
+            [r["reference"] for r in rows],
+            cfg.language,
+            [r["tokens"] for r in rows],
+            cfg.markers,
+        )
+        _finish(
+            folder, "gen", cfg, results, [{**r, **s} for r, s in zip(rows, scored, strict=True)]
+        )
+    print(_gen_line(cfg.out, results))
+    return 0
+
+
+def _gen_line(out: str, results: dict[str, Any]) -> str:
+    raw, clean, leak = results["metrics"]["raw"], results["metrics"]["no_think"], results["leakage"]
+    return (
+        f"{out}: n={results['n']} bleu4={raw['bleu4']:.2f} (no think {clean['bleu4']:.2f}) "
+        f"rougeL={raw['rougeL']:.2f} sacrebleu={raw['sacrebleu']:.2f} "
+        f"think_tag_rate={leak['think_tag_rate']:.3f} marker_rate={leak['marker_rate']:.3f}"
+    )
+
+
+def run_score(cfg: ScoreConfig) -> int:
+    """`medmerge score`: the generation and leak metrics of a predictions file."""
+    predictions, references, tokens, rows = [], [], [], []
+    for line, record in iter_json_records(cfg.predictions):
+        source = f"{cfg.predictions}:{line}"
+        for key in (cfg.prediction_key, cfg.reference_key):
+            if not isinstance(record.get(key), str):
+                raise DataError(
+                    f"{source}: field {key!r} must be a string; name the fields with "
+                    "--prediction-key / --reference-key"
+                )
+        predictions.append(record[cfg.prediction_key])
+        references.append(record[cfg.reference_key])
+        tokens.append(record.get("tokens"))
+        rows.append(
+            {
+                "id": record.get("id", line),
+                "prediction": predictions[-1],
+                "reference": references[-1],
+            }
+        )
+    counts = _token_counts(cfg.tokenizer, predictions, tokens)
+    with staged_output(cfg.out, cfg.force) as folder:
+        write_json(
+            folder / "run_meta.json", run_meta("score", cfg, None, data_hashes([cfg.predictions]))
+        )
+        results, scored = score_outputs(predictions, references, cfg.language, counts, cfg.markers)
+        _finish(
+            folder, "score", cfg, results, [{**r, **s} for r, s in zip(rows, scored, strict=True)]
+        )
+    print(_gen_line(cfg.out, results))
+    return 0
+
+
+def _token_counts(
+    tokenizer: str | None, predictions: list[str], given: list[Any]
+) -> list[int] | None:
+    """Token lengths: by the named tokenizer, else the files' own `tokens` fields, else none."""
+    if tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+        return [len(tok(p, add_special_tokens=False)["input_ids"]) for p in predictions]
+    if given and all(isinstance(t, int) for t in given):
+        return given
+    return None
+
+
+def run_mcq_eval(cfg: McqEvalConfig) -> int:
+    """`medmerge eval mcq`: accuracy by log-likelihood or by generated letter."""
+    options = {"columns": cfg.columns, "medmcqa_cop_base": cfg.medmcqa_cop_base}
+    items = load_mcq(cfg.data, cfg.format, **options)[: cfg.limit]
+    pool = load_mcq(cfg.few_shot_data, cfg.format, **options) if cfg.few_shot_data else items
+    language = (
+        cfg.language if cfg.language != "auto" else detect_language([i.question for i in items])
+    )
+    shots = [few_shot_examples(item, pool, cfg.few_shot, cfg.seed) for item in items]
+    with staged_output(cfg.out, cfg.force) as folder:
+        backend, mismatches = open_model(cfg, cfg.model_spec())
+        hashes = data_hashes([*cfg.data, *cfg.few_shot_data])
+        write_json(
+            folder / "run_meta.json", run_meta("mcq", cfg, backend.identity, hashes, mismatches)
+        )
+        template = get_template(cfg.template) if cfg.chat or cfg.mode == "generate" else None
+        task = McqTask(
+            FORMATS[language], template, backend.tokenizer, cfg.enable_thinking, cfg.continuation
+        )
+        if cfg.mode == "loglik":
+            records = score_loglik(task, items, shots, backend)
+        else:
+            records = answer_generate(task, items, shots, backend, cfg.max_new_tokens)
+        results = {"mode": cfg.mode, "language": language, **summarize(records, cfg.mode)}
+        _finish(folder, "mcq", cfg, results, records)
+    print(
+        f"{cfg.out}: n={results['n']} accuracy={results['accuracy']:.4f} "
+        f"invalid_rate={results['invalid_rate']:.4f}"
+    )
+    return 0
+
+
+def run_safety_eval(cfg: SafetyConfig) -> int:
+    """`medmerge eval safety`: each model answers the safety prompts; answers side by side."""
+    prompts = load_safety_prompts(cfg.prompts)
+    template = get_template(cfg.template)
+    rows = [{**p, "answers": {}} for p in prompts]
+    labels, identities, mismatches = [], {}, []
+    with staged_output(cfg.out, cfg.force) as folder:
+        data = data_hashes([cfg.prompts]) if cfg.prompts else {"bundled": "safety_prompts.jsonl"}
+        write_json(folder / "run_meta.json", run_meta("safety", cfg, None, data))
+        for index, spec in enumerate(cfg.models):
+            label = spec.label or f"{index}:{Path(spec.model or spec.base).name}"
+            backend, problems = open_model(cfg, spec)
+            labels.append(label)
+            identities[label], mismatches = backend.identity, [*mismatches, *problems]
+            texts = [
+                template.render_prompt(backend.tokenizer, safety_messages(p), cfg.enable_thinking)
+                for p in prompts
+            ]
+            outputs = backend.generate(
+                texts, cfg.decoding.resolved(), template.stop_token_ids(backend.tokenizer)
+            )
+            for row, out in zip(rows, outputs, strict=True):
+                row["answers"][label] = {
+                    "text": out.text,
+                    "referral": is_refusal_or_referral(out.text),
+                }
+            del backend
+        results = {
+            "models": identities,
+            "template_mismatch": mismatches,
+            "refusal_referral": summarize_safety(rows, labels),
+        }
+        _finish(folder, "safety", cfg, results, rows)
+    for label in labels:
+        print(
+            f"{cfg.out}: {label} referral_rate={results['refusal_referral'][label]['referral_rate']:.3f}"
+        )
+    return 0
