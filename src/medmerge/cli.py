@@ -243,7 +243,10 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--template", help="chat template: qwen3, qwen3_nothink, chatml, default")
     p.add_argument(
-        "--enable-thinking", dest="enable_thinking", action=argparse.BooleanOptionalAction, default=None
+        "--enable-thinking",
+        dest="enable_thinking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
     )
     p.add_argument(
         "--allow-template-mismatch",
@@ -310,7 +313,10 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
         "language": args.language,
     }
     cfg = build_config(
-        GenEvalConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+        GenEvalConfig,
+        args.config,
+        {**overrides, **parse_set_overrides(args.set)},
+        section=args.section,
     )
     return run_gen_eval(cfg)
 
@@ -334,7 +340,10 @@ def _cmd_eval_mcq(args: argparse.Namespace) -> int:
         "max_new_tokens": args.max_new_tokens,
     }
     cfg = build_config(
-        McqEvalConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+        McqEvalConfig,
+        args.config,
+        {**overrides, **parse_set_overrides(args.set)},
+        section=args.section,
     )
     return run_mcq_eval(cfg)
 
@@ -357,7 +366,10 @@ def _cmd_eval_safety(args: argparse.Namespace) -> int:
         "force": args.force or None,
     }
     cfg = build_config(
-        SafetyConfig, args.config, {**overrides, **parse_set_overrides(args.set)}, section=args.section
+        SafetyConfig,
+        args.config,
+        {**overrides, **parse_set_overrides(args.set)},
+        section=args.section,
     )
     return run_safety_eval(cfg)
 
@@ -366,19 +378,25 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("eval", help="evaluate a model or base + adapters (no export needed)")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
 
-    gen = eval_sub.add_parser("gen", help="generate answers; BLEU-4, ROUGE, sacreBLEU, reasoning leaks")
+    gen = eval_sub.add_parser(
+        "gen", help="generate answers; BLEU-4, ROUGE, sacreBLEU, reasoning leaks"
+    )
     gen.add_argument(
         "--data", help="Alpaca/ShareGPT, PubMedQA ori_pqal.json or JSON lines with prompt/reference"
     )
     gen.add_argument("--format", choices=["auto", "alpaca", "sharegpt", "pubmedqa", "columns"])
-    gen.add_argument("--language", choices=["auto", "en", "zh"], help="sacreBLEU tokenizer: 13a or zh")
+    gen.add_argument(
+        "--language", choices=["auto", "en", "zh"], help="sacreBLEU tokenizer: 13a or zh"
+    )
     _model_flags(gen)
     _decoding_flags(gen)
     gen.add_argument("--section", help="read the config from this section of the YAML file")
     _add_common(gen)
     gen.set_defaults(func=_cmd_eval_gen)
 
-    mcq = eval_sub.add_parser("mcq", help="multiple-choice accuracy (log-likelihood or generated letter)")
+    mcq = eval_sub.add_parser(
+        "mcq", help="multiple-choice accuracy (log-likelihood or generated letter)"
+    )
     mcq.add_argument(
         "--data", nargs="+", help="files or folders (MedQA, MedMCQA, PubMedQA, MMLU, CMMLU, ...)"
     )
@@ -387,12 +405,20 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="auto (default), medqa, medmcqa, pubmedqa, mmlu, mmlu_hf, cmmlu, cmexam, ceval, headqa, columns",
     )
     mcq.add_argument("--mode", choices=["loglik", "generate"])
-    mcq.add_argument("--continuation", choices=["letter", "text"], help="what loglik scores per option")
-    mcq.add_argument("--no-chat", action="store_true", help="plain-text prompt, no chat template (loglik)")
+    mcq.add_argument(
+        "--continuation", choices=["letter", "text"], help="what loglik scores per option"
+    )
+    mcq.add_argument(
+        "--no-chat", action="store_true", help="plain-text prompt, no chat template (loglik)"
+    )
     mcq.add_argument("--language", choices=["auto", "en", "zh"])
     mcq.add_argument("--few-shot", type=int, help="exemplars per question (seeded)")
-    mcq.add_argument("--few-shot-data", nargs="+", help="exemplar pool (default: the other questions)")
-    mcq.add_argument("--medmcqa-cop-base", type=int, choices=[0, 1], help="when the file cannot tell")
+    mcq.add_argument(
+        "--few-shot-data", nargs="+", help="exemplar pool (default: the other questions)"
+    )
+    mcq.add_argument(
+        "--medmcqa-cop-base", type=int, choices=[0, 1], help="when the file cannot tell"
+    )
     mcq.add_argument("--seed", type=int, help="few-shot sampling seed")
     mcq.add_argument("--max-new-tokens", type=int, help="generate mode")
     _model_flags(mcq)
@@ -400,16 +426,23 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_common(mcq)
     mcq.set_defaults(func=_cmd_eval_mcq)
 
-    safety = eval_sub.add_parser("safety", help="bundled safety prompts, answers side by side, referral rate")
+    safety = eval_sub.add_parser(
+        "safety", help="bundled safety prompts, answers side by side, referral rate"
+    )
     safety.add_argument(
         "--model", action="append", help="model folder (repeatable; base + adapters via --config)"
     )
-    safety.add_argument("--prompts", help="JSON lines with id, category, language, prompt (default: bundled)")
+    safety.add_argument(
+        "--prompts", help="JSON lines with id, category, language, prompt (default: bundled)"
+    )
     safety.add_argument("--backend", choices=["hf", "vllm"])
     safety.add_argument("--device")
     safety.add_argument("--template")
     safety.add_argument(
-        "--enable-thinking", dest="enable_thinking", action=argparse.BooleanOptionalAction, default=None
+        "--enable-thinking",
+        dest="enable_thinking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
     )
     safety.add_argument("--allow-template-mismatch", action="store_true")
     safety.add_argument("--out", help="results folder")

@@ -11,6 +11,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -41,10 +42,11 @@ class BaseBuildConfig(StageConfig):
     num_kv_heads: int = 2
     head_dim: int = 32
     max_position_embeddings: int = 2048
-    pretrain_steps: int = Field(default=400, ge=0)
+    pretrain_steps: int = Field(default=300, ge=0)
     batch_size: int = 8
     seq_len: int = 256
     learning_rate: float = 3e-3
+    save_dtype: Literal["fp32", "bf16"] = "fp32"  # the dtype of model.safetensors
     force: bool = False
 
 
@@ -130,6 +132,8 @@ def build_base(cfg: BaseBuildConfig) -> Path:
             top_p=0.95,
             top_k=20,
         )
+        if cfg.save_dtype == "bf16":
+            model = model.to(torch.bfloat16)
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / "pretrain_losses.json").write_text(json.dumps(losses))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
@@ -49,39 +50,60 @@ def latest_checkpoint(work: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def save_checkpoint(work: Path, step: int, model, optimizer, scheduler) -> Path:
-    """Write step-N atomically (a `complete` marker last); keep only the newest two."""
+def sharded(accelerator) -> bool:
+    """FSDP and DeepSpeed keep parameters and optimizer states sharded across ranks."""
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def save_checkpoint(work: Path, step: int, accelerator, model, optimizer, scheduler) -> Path:
+    """Write step-N on every rank's behalf (a `complete` marker last); keep the newest two.
+
+    Called on every rank: sharded setups save through accelerate's save_state, a collective.
+    """
     folder = work / f"step-{step}"
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir()
-    weights = {
-        k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()
-    }
-    save_file(weights, folder / "adapter.safetensors")
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "step": step,
-        },
-        folder / "trainer_state.pt",
-    )
-    (folder / "complete").touch()
-    for old in sorted(work.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
-        shutil.rmtree(old, ignore_errors=True)
+    if accelerator.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+    accelerator.wait_for_everyone()
+    if sharded(accelerator):
+        accelerator.save_state(str(folder / "accelerate_state"))
+    if accelerator.is_main_process:
+        if not sharded(accelerator):
+            unwrapped = accelerator.unwrap_model(model)
+            weights = {
+                k: v.detach().cpu().contiguous()
+                for k, v in get_peft_model_state_dict(unwrapped).items()
+            }
+            save_file(weights, folder / "adapter.safetensors")
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
+                folder / "trainer_state.pt",
+            )
+        (folder / "step.json").write_text(json.dumps({"step": step}))
+        (folder / "complete").touch()
+        for old in sorted(work.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return folder
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
+def load_checkpoint(folder: Path, accelerator, model, optimizer, scheduler) -> int:
     """Restore a checkpoint into the live objects; returns the optimizer step it was taken at."""
-    set_peft_model_state_dict(model, load_file(folder / "adapter.safetensors"))
-    state: dict[str, Any] = torch.load(folder / "trainer_state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return int(state["step"])
+    if sharded(accelerator):
+        accelerator.load_state(str(folder / "accelerate_state"))  # the scheduler is registered
+    else:
+        set_peft_model_state_dict(
+            accelerator.unwrap_model(model), load_file(folder / "adapter.safetensors")
+        )
+        state: dict[str, Any] = torch.load(folder / "trainer_state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+    return int(json.loads((folder / "step.json").read_text())["step"])
 
 
 def truncate_log(log_path: Path, step: int) -> None:

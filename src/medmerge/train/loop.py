@@ -24,7 +24,7 @@ from medmerge.manifest import model_identity, sha256_json
 from medmerge.progress import progress_bar
 from medmerge.train import checkpoint
 from medmerge.train.config import TrainConfig
-from medmerge.train.dataset import TrainingData, load_training_data, load_tokenizer
+from medmerge.train.dataset import TrainingData, load_tokenizer, load_training_data
 from medmerge.train.outputs import write_adapter_folder
 
 
@@ -125,22 +125,33 @@ def train(cfg: TrainConfig) -> TrainResult:
     total_steps = total_optimizer_steps(cfg, batches_per_epoch)
     optimizer, scheduler = make_optimizer(cfg, model, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if checkpoint.sharded(accelerator):
+        accelerator.register_for_checkpointing(scheduler)  # saved by accelerate's save_state
 
     state = LoopState()
     resume_from = checkpoint.latest_checkpoint(work)
     if resume_from is not None:
         state.step = checkpoint.load_checkpoint(
-            resume_from, accelerator.unwrap_model(model), optimizer, scheduler
+            resume_from, accelerator, model, optimizer, scheduler
         )
         accelerator.print(f"resuming from {resume_from} (step {state.step} of {total_steps})")
     started = time.perf_counter()
     run_steps(cfg, data, model, optimizer, scheduler, accelerator, state, total_steps, work)
     seconds = time.perf_counter() - started
 
+    # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the LoRA.
+    full_state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         with staged_output(cfg.out, cfg.force) as staging:
             write_adapter_folder(
-                staging, accelerator.unwrap_model(model), cfg, data, base_identity, work, seconds
+                staging,
+                accelerator.unwrap_model(model),
+                full_state,
+                cfg,
+                data,
+                base_identity,
+                work,
+                seconds,
             )
         checkpoint.discard_partial(work)
     accelerator.wait_for_everyone()
@@ -211,6 +222,10 @@ def run_steps(
                         log_held_out_loss(
                             accelerator.unwrap_model(model), data, state.step, log_path
                         )
+                if state.step % cfg.save_steps == 0:
+                    checkpoint.save_checkpoint(
+                        work, state.step, accelerator, model, optimizer, scheduler
+                    )
                 if state.step >= total_steps:
                     break
             epoch += 1
@@ -267,7 +282,3 @@ def after_step(
         }
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-    if state.step % cfg.save_steps == 0:
-        checkpoint.save_checkpoint(
-            work, state.step, accelerator.unwrap_model(model), optimizer, scheduler
-        )

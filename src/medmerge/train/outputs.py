@@ -11,10 +11,21 @@ from medmerge.train.config import TrainConfig
 
 
 def write_adapter_folder(
-    staging: Path, model, cfg: TrainConfig, data, base_identity: dict, work: Path, seconds: float
+    staging: Path,
+    model,
+    full_state: dict,
+    cfg: TrainConfig,
+    data,
+    base_identity: dict,
+    work: Path,
+    seconds: float,
 ) -> None:
-    """Save the adapter (stock PEFT format, safetensors) and everything that explains it."""
-    model.save_pretrained(staging, safe_serialization=True)
+    """Save the adapter (stock PEFT format, safetensors) and everything that explains it.
+
+    `full_state` is accelerate's gathered state dict, so an adapter trained under FSDP or
+    ZeRO-3 is saved whole rather than as this rank's shard.
+    """
+    model.save_pretrained(staging, state_dict=full_state, safe_serialization=True)
     log = work / "loss_log.jsonl"
     logged = read_jsonl(log) if log.is_file() else []
     records = [r for r in logged if "loss" in r]
