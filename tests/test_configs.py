@@ -20,6 +20,12 @@ def _schema_for(path: Path):
 
     if path.name == "base.yaml":
         return BaseBuildConfig, None
+    if path.name == "pipeline.yaml":
+        from medmerge.pipeline import PipelineConfig
+
+        return PipelineConfig, None
+    if path.name == "sweep.yaml":
+        return "sweep", None
     values = read_yaml(path)
     if "stage" in values:
         return TrainConfig, None
@@ -35,6 +41,11 @@ def _schema_for(path: Path):
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_config_parses(path):
     schema, section = _schema_for(path)
+    if schema == "sweep":
+        from medmerge.sweep.config import build_sweep_config
+
+        build_sweep_config(path, {"out": "sweep-out"})  # the pipeline gives the out folder
+        return
     cfg = build_config(schema, path, section=section)
     for name in schema.path_fields:
         value = getattr(cfg, name)
@@ -57,7 +68,9 @@ def test_paths_resolve_relative_to_the_config_file(tmp_path):
 
 def test_all_problems_reported_at_once_with_did_you_mean(tmp_path):
     config = tmp_path / "sft.yaml"
-    config.write_text("stage: sft\nbase: b\ndata: [d]\nout: o\nlearning_rat: 1e-4\nlora:\n  rank: 8\nbatch_size: 0\n")
+    config.write_text(
+        "stage: sft\nbase: b\ndata: [d]\nout: o\nlearning_rat: 1e-4\nlora:\n  rank: 8\nbatch_size: 0\n"
+    )
     with pytest.raises(ConfigError) as caught:
         build_config(TrainConfig, config)
     message = str(caught.value)

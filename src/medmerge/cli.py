@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -483,6 +485,118 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_score)
 
 
+# ---------------------------------------------------------------- sweep / diagnose / audit / report / run
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from medmerge.config import parse_set_overrides
+    from medmerge.sweep import run_sweep
+    from medmerge.sweep.config import build_sweep_config
+
+    overrides = {"out": args.out, "progress": False if args.no_progress else None}
+    cfg = build_sweep_config(args.config_file, {**overrides, **parse_set_overrides(args.set)})
+    return run_sweep(cfg)
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="evaluate a grid of merge weights with the base loaded once")
+    p.add_argument(
+        "config_file", metavar="CONFIG.yaml", help="sweep config (see configs/sweep.yaml)"
+    )
+    p.add_argument("--out", help="sweep folder; finished points in it are skipped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
+    _add_common(p, config=False)
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.sweep.diagnose import DiagnoseConfig, run_diagnose
+
+    overrides = {"out": args.out, "force": args.force or None}
+    cfg = build_config(DiagnoseConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    return run_diagnose(cfg)
+
+
+def _add_diagnose(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diagnose", help="PT/SFT delta interference heatmaps and layer ablation")
+    p.add_argument("--out", help="diagnostics folder")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    _add_common(p)
+    p.set_defaults(func=_cmd_diagnose)
+
+
+def _cmd_audit_leakage(args: argparse.Namespace) -> int:
+    from medmerge.audit.leakage import AuditConfig, run_audit
+    from medmerge.config import build_config, parse_set_overrides
+
+    overrides = {
+        "train": args.train,
+        "eval": args.eval,
+        "ngram": args.ngram,
+        "threshold": args.threshold,
+        "exclude": args.exclude,
+        "out": args.out,
+        "force": args.force or None,
+    }
+    cfg = build_config(AuditConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    return run_audit(cfg)
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    audit = sub.add_parser("audit", help="audits of the data around a run")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    p = audit_sub.add_parser("leakage", help="exact duplicates and n-gram overlap, train vs eval")
+    p.add_argument("--train", nargs="+", metavar="FILE", help="training data files")
+    p.add_argument("--eval", nargs="+", metavar="FILE", help="evaluation data files")
+    p.add_argument("--ngram", type=int, help="n-gram length (default 13)")
+    p.add_argument(
+        "--threshold", type=float, help="flag items whose overlap exceeds this (default 0)"
+    )
+    p.add_argument(
+        "--exclude", metavar="DIR", help="write decontaminated copies of the eval files here"
+    )
+    p.add_argument("--out", help="audit folder (leakage.json, items.jsonl)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    _add_common(p)
+    p.set_defaults(func=_cmd_audit_leakage)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from medmerge.report.build import ReportConfig, build_report
+
+    return build_report(ReportConfig(run_dir=args.run_dir, out=args.out))
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="report.md and a self-contained report.html of a run folder")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a `medmerge run` folder")
+    p.add_argument("--out", help="report folder (default RUN_DIR/report)")
+    _add_common(p, config=False)
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from medmerge.config import build_config, parse_set_overrides
+    from medmerge.pipeline import PipelineConfig, run_pipeline
+
+    overrides = {"out": args.out}
+    cfg = build_config(
+        PipelineConfig, args.config_file, {**overrides, **parse_set_overrides(args.set)}
+    )
+    return run_pipeline(cfg)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the whole chain from one YAML; finished stages are reused")
+    p.add_argument("config_file", metavar="PIPELINE.yaml", help="see configs/pipeline.yaml")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
+    _add_common(p, config=False)
+    p.set_defaults(func=_cmd_run)
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -506,6 +620,11 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_verify,
     _add_eval,
     _add_score,
+    _add_sweep,
+    _add_diagnose,
+    _add_audit,
+    _add_report,
+    _add_run,
     _add_demo,
 )
 
@@ -520,6 +639,25 @@ def build_parser() -> argparse.ArgumentParser:
     for register in _REGISTRARS:
         register(sub)
     return parser
+
+
+# Write failures that come from the machine, not from a bug: disk full, a file-size limit,
+# a quota, a read-only filesystem.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+
+
+def _environment_write_error(exc: BaseException) -> str | None:
+    """'What happened' for a write that the machine refused (disk full, size limit), else None.
+
+    safetensors reports I/O failures as SafetensorError text ("... (os error 28)"), not OSError.
+    """
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
+    text = str(exc)
+    for code in _ENVIRONMENT_ERRNOS:
+        if f"(os error {code})" in text:
+            return os.strerror(code)
+    return None
 
 
 def _quiet_libraries() -> None:
@@ -548,6 +686,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"medmerge: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        reason = None if args.debug else _environment_write_error(exc)
+        if reason is None:
+            raise
+        print(
+            f"medmerge: error: {reason} while writing; free space (or raise the file-size limit) "
+            "and rerun — nothing half-written was kept",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(
             "medmerge: interrupted; finished artifacts are untouched, rerun to resume",

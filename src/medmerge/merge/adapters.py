@@ -154,16 +154,28 @@ def _refuse_variants(folder: Path, config: dict[str, Any]) -> None:
 def _read_state(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     weights = folder / ADAPTER_WEIGHTS
     if weights.is_file():
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(weights))
+        try:
+            return load_file(str(weights))
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(
+                f"{weights}: not a readable safetensors file ({exc}); the file is truncated or "
+                "damaged: copy or re-save the adapter"
+            ) from None
     pickled = folder / ADAPTER_PICKLE
     if pickled.is_file():
         if not allow_pickle:
             raise ModelError(
                 f"{pickled}: pickle checkpoints can run code when loaded; convert to safetensors or pass --allow-pickle"
             )
-        return torch.load(pickled, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(pickled, map_location="cpu", weights_only=True)
+        except Exception as exc:  # weights_only refuses anything but tensors and containers
+            raise ModelError(
+                f"{pickled}: cannot load as plain tensors ({exc}); re-save it as safetensors"
+            ) from None
     raise ModelError(f"{folder}: no {ADAPTER_WEIGHTS} found next to {ADAPTER_CONFIG}")
 
 

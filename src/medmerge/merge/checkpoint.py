@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,17 +85,20 @@ def read_header(file: Path) -> list[TensorEntry]:
     return sorted(entries, key=lambda e: e.start)
 
 
-def read_tensor(entry: TensorEntry) -> torch.Tensor:
-    """Read one tensor's bytes (and nothing else) into a fresh CPU tensor."""
+def read_tensor(entry: TensorEntry, into: torch.Tensor | None = None) -> torch.Tensor:
+    """Read one tensor's bytes (and nothing else): into a fresh CPU tensor, or into the flat
+    uint8 buffer `into` (at least entry.nbytes long), whose memory the result then shares."""
     if entry.dtype not in DTYPES:
         raise ModelError(f"{entry.file}: tensor {entry.name!r} has unsupported dtype {entry.dtype}")
     if entry.nbytes == 0:
         return torch.empty(entry.shape, dtype=entry.torch_dtype)
-    buffer = bytearray(entry.nbytes)
+    raw = torch.empty(entry.nbytes, dtype=torch.uint8) if into is None else into[: entry.nbytes]
     with open(entry.file, "rb") as handle:
         handle.seek(entry.start)
-        handle.readinto(buffer)
-    return torch.frombuffer(buffer, dtype=entry.torch_dtype).reshape(entry.shape)
+        got = handle.readinto(raw.numpy())
+    if got != entry.nbytes:
+        raise ModelError(f"{entry.file}: tensor {entry.name!r} is truncated; re-download the model")
+    return raw.view(entry.torch_dtype).reshape(entry.shape)
 
 
 class Checkpoint:
@@ -182,9 +187,16 @@ Payload = torch.Tensor | TensorEntry
 
 
 def write_shard(
-    file: Path, specs: list[OutputSpec], payload: Callable[[OutputSpec], Payload]
+    file: Path,
+    specs: list[OutputSpec],
+    payloads: Iterable[Payload],
+    written: Callable[[torch.Tensor], None] | None = None,
 ) -> str:
-    """Write one safetensors file tensor by tensor; returns the file's sha256."""
+    """Write one safetensors file tensor by tensor; returns the file's sha256.
+
+    Hashing and writing run in a thread while the caller computes the next payload;
+    `written(tensor)` is called (in that thread) once a tensor payload is on disk.
+    """
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for spec in specs:
@@ -196,35 +208,80 @@ def write_shard(
         offset += spec.nbytes
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    digest = hashlib.sha256()
     with open(file, "wb") as handle:
-        _write(handle, digest, struct.pack("<Q", len(text)) + text)
-        for spec in specs:
-            written = _write_payload(handle, digest, payload(spec))
-            if written != spec.nbytes:
-                raise RuntimeError(f"{spec.name}: wrote {written} bytes, planned {spec.nbytes}")
-    return digest.hexdigest()
+        writer = _ShardWriter(handle, written)
+        try:
+            writer.put(None, struct.pack("<Q", len(text)) + text)
+            for spec, payload in zip(specs, payloads, strict=True):
+                writer.put(spec, payload)
+        finally:
+            writer.close()
+    return writer.digest.hexdigest()
 
 
-def _write(handle, digest, data) -> int:
-    digest.update(data)
-    handle.write(data)
-    return len(data)
+class _ShardWriter:
+    """A thread that hashes and writes queued payloads in order (both release the GIL)."""
 
+    def __init__(self, handle, written: Callable[[torch.Tensor], None] | None):
+        self.handle, self.written = handle, written
+        self.digest = hashlib.sha256()
+        self.errors: list[BaseException] = []
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
 
-def _write_payload(handle, digest, payload: Payload) -> int:
-    if isinstance(payload, TensorEntry):
-        written = 0
-        with open(payload.file, "rb") as source:
-            source.seek(payload.start)
-            while written < payload.nbytes:
-                written += _write(
-                    handle, digest, source.read(min(_COPY_CHUNK, payload.nbytes - written))
-                )
+    def put(self, spec: OutputSpec | None, payload: Payload | bytes) -> None:
+        if self.errors:
+            raise self.errors[0]
+        self.queue.put((spec, payload))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def _drain(self) -> None:
+        copy_buffer = bytearray()
+        for spec, payload in iter(self.queue.get, None):
+            try:
+                if not self.errors:
+                    count = self._write_payload(payload, copy_buffer)
+                    if spec is not None and count != spec.nbytes:
+                        raise RuntimeError(
+                            f"{spec.name}: wrote {count} bytes, planned {spec.nbytes}"
+                        )
+            except BaseException as exc:  # re-raised in the caller's thread
+                self.errors.append(exc)
+            if isinstance(payload, torch.Tensor) and self.written is not None:
+                self.written(payload)
+
+    def _write(self, data) -> int:
+        self.digest.update(data)
+        self.handle.write(data)
+        return len(data)
+
+    def _write_payload(self, payload: Payload | bytes, copy_buffer: bytearray) -> int:
+        if isinstance(payload, bytes):
+            return self._write(payload)
+        if isinstance(payload, TensorEntry):
+            return self._copy_range(payload, copy_buffer)
+        if payload.numel() == 0:
+            return 0
+        return self._write(payload.contiguous().reshape(-1).view(torch.uint8).numpy())
+
+    def _copy_range(self, entry: TensorEntry, copy_buffer: bytearray) -> int:
+        if len(copy_buffer) < _COPY_CHUNK:
+            copy_buffer.extend(bytes(_COPY_CHUNK - len(copy_buffer)))
+        view, written = memoryview(copy_buffer), 0
+        with open(entry.file, "rb") as source:
+            source.seek(entry.start)
+            while written < entry.nbytes:
+                got = source.readinto(view[: min(_COPY_CHUNK, entry.nbytes - written)])
+                if not got:
+                    break
+                written += self._write(view[:got])
         return written
-    if payload.numel() == 0:
-        return 0
-    return _write(handle, digest, payload.contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
 
 def write_index(folder: Path, shards: list[list[OutputSpec]], names: list[str]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from medmerge.merge.adapters import Adapter
+from medmerge.merge.buffers import Scratch
 from medmerge.merge.methods import MethodParams, get_method
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -107,24 +108,69 @@ def merged_weight(
     out_dtype: torch.dtype,
     method: str = "linear",
     params: MethodParams | None = None,
+    scratch: Scratch | None = None,
 ) -> torch.Tensor:
     """round(W + delta) in `out_dtype`, rounded once from fp64.
 
-    A linear merge of LoRA factors runs as one fp64 matmul of the stacked factors (w_i * s_i
-    folded into B_i). fp32 is not enough: where W + delta nearly cancels, fp32's error in
-    delta is many ulps of the small result.
+    With `scratch`, the fp64 working copy is a reused buffer and the result is one of its
+    output buffers (give it back with `scratch.release` once written).
     """
+    exact = exact_merged(name, adapters, plan, base, method, params, scratch)
+    if scratch is None:
+        return exact.to(out_dtype)
+    return scratch.output(tuple(base.shape), out_dtype).copy_(exact)
+
+
+def exact_merged(
+    name: str,
+    adapters: Sequence[Adapter],
+    plan: WeightPlan,
+    base: torch.Tensor,
+    method: str = "linear",
+    params: MethodParams | None = None,
+    scratch: Scratch | None = None,
+) -> torch.Tensor:
+    """W + delta in fp64 (in scratch's "exact" buffer when given), before any rounding.
+
+    A linear merge of LoRA factors is one fp64 matmul of the stacked factors (w_i * s_i
+    folded into B_i) added onto W in place. fp32 is not enough on its own: where W + delta
+    nearly cancels, fp32's error in the delta is many ulps of the small result. A certified
+    fp32 path (error bound, fp64 recompute near rounding boundaries) was costed from measured
+    parts and is no faster in eager torch on 2 cores; see benchmarks/README.md.
+    """
+    stacked = linear_factors(name, adapters, plan) if method == "linear" else None
+    if stacked is None:
+        delta = intended_delta(name, adapters, plan, base, method, params)
+        return base.double() + delta
+    A, B, transpose = stacked
+    if scratch is None:
+        exact = base.double()
+    else:
+        exact = scratch.work("exact", tuple(base.shape), torch.float64).copy_(base)
+    if transpose:  # (B @ A).T = A.T @ B.T: the same products, no transposed copy
+        return exact.addmm_(A.T, B.T)
+    return exact.addmm_(B, A)
+
+
+def is_lora_only(name: str, adapters: Sequence[Adapter]) -> bool:
+    """True when only LoRA factors change tensor `name` (no full copy, no LoRA bias)."""
+    if name.endswith(".bias") or any(name in a.full_copies for a in adapters):
+        return False
+    return any(name in a.factors for a in adapters)
+
+
+def linear_factors(
+    name: str, adapters: Sequence[Adapter], plan: WeightPlan
+) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
+    """(A, B, transpose) in fp64 with sum_i w_i s_i B_i @ A_i = B @ A, or None when tensor
+    `name` is also changed by a full copy or a LoRA bias (then the dense path is used)."""
+    if not is_lora_only(name, adapters):
+        return None
     factors = [(i, a.factors[name]) for i, a in enumerate(adapters) if name in a.factors]
-    others = any(name in a.full_copies for a in adapters) or name.endswith(".bias")
-    if method == "linear" and factors and not others:
-        weights = plan.for_tensor(name)
-        A = torch.cat([f.A.double() for _, f in factors])
-        B = torch.cat([f.B.double() * (weights[i] * f.scale) for i, f in factors], dim=1)
-        if factors[0][1].transpose:
-            return base.double().add_((B @ A).T).to(out_dtype)
-        return base.double().addmm_(B, A).to(out_dtype)
-    delta = intended_delta(name, adapters, plan, base, method, params)
-    return (base.double() + delta).to(out_dtype)
+    weights = plan.for_tensor(name)
+    A = torch.cat([f.A.double() for _, f in factors])
+    B = torch.cat([f.B.double() * (weights[i] * f.scale) for i, f in factors], dim=1)
+    return A, B, factors[0][1].transpose
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

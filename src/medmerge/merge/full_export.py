@@ -6,9 +6,11 @@ tensors are read and written one at a time, untouched ones copied byte for byte.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import torch
 
 from medmerge.errors import MergeError
 from medmerge.merge.adapters import Adapter
+from medmerge.merge.buffers import Scratch
 from medmerge.merge.checkpoint import (
     DTYPE_NAMES,
     INDEX_NAME,
@@ -24,6 +27,7 @@ from medmerge.merge.checkpoint import (
     Payload,
     parse_size,
     plan_shards,
+    read_tensor,
     shard_names,
     write_index,
     write_shard,
@@ -50,16 +54,24 @@ class MergeJob:
 
 
 def export_full(job: MergeJob, out: Path, progress=None) -> dict[str, str]:
-    """Write the merged checkpoint's shards, index and side files into `out`; return file hashes."""
+    """Write the merged checkpoint's shards, index and side files into `out`; return file hashes.
+
+    Three things overlap: a thread reads the next touched base tensor, this thread computes
+    the current one (torch uses every core), and a writer thread hashes and writes.
+    """
     touched = all_touched(job.adapters)
     specs = [_output_spec(entry, job.out_dtype) for entry in job.base.entries.values()]
     shards = plan_shards(specs, parse_size(job.max_shard_size))
     names = shard_names(len(shards))
+    scratch = Scratch()
     hashes = {}
-    for shard, name in zip(shards, names, strict=True):
-        hashes[name] = write_shard(out / name, shard, lambda spec: _payload(job, spec, touched))
-        if progress is not None:
-            progress(len(shard))
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        payloads = _payloads(job, specs, touched, scratch, reader)
+        for shard, name in zip(shards, names, strict=True):
+            shard_payloads = itertools.islice(payloads, len(shard))
+            hashes[name] = write_shard(out / name, shard, shard_payloads, scratch.release)
+            if progress is not None:
+                progress(len(shard))
     write_index(out, shards, names)
     copy_side_files(job.base.folder, out, job.out_dtype)
     return hashes
@@ -70,18 +82,54 @@ def _output_spec(entry, out_dtype: torch.dtype) -> OutputSpec:
     return OutputSpec(entry.name, dtype, entry.shape)
 
 
-def _payload(job: MergeJob, spec: OutputSpec, touched: set[str]) -> Payload:
-    entry = job.base.entries[spec.name]
-    if spec.name not in touched:
-        return entry if spec.dtype == entry.dtype else job.base.read(spec.name).to(job.out_dtype)
-    base = job.base.read(spec.name)
-    _check_base_copies(job.adapters, spec.name, base)
+def _payloads(
+    job: MergeJob,
+    specs: list[OutputSpec],
+    touched: set[str],
+    scratch: Scratch,
+    reader: ThreadPoolExecutor,
+) -> Iterator[Payload]:
+    """Each tensor's payload in file order: merged, converted, or a byte range to copy."""
+    bases = read_ahead(job.base, [s.name for s in specs if s.name in touched], scratch, reader)
+    for spec in specs:
+        entry = job.base.entries[spec.name]
+        if spec.name in touched:
+            yield _merged(job, spec.name, next(bases), scratch)
+        elif spec.dtype == entry.dtype:
+            yield entry
+        else:
+            yield job.base.read(spec.name).to(job.out_dtype)
+
+
+def read_ahead(
+    checkpoint: Checkpoint, names: list[str], scratch: Scratch, reader: ThreadPoolExecutor
+) -> Iterator[torch.Tensor]:
+    """The tensors `names` in order, each read while the caller works on the one before.
+
+    Two reused buffers alternate: a tensor stays valid until the next one after it is asked for.
+    """
+
+    def read(index: int) -> torch.Tensor:
+        entry = checkpoint.entries[names[index]]
+        into = scratch.work(f"read-{id(checkpoint)}-{index % 2}", (entry.nbytes,), torch.uint8)
+        return read_tensor(entry, into)
+
+    pending = reader.submit(read, 0) if names else None
+    for index in range(len(names)):
+        current = pending.result()
+        pending = reader.submit(read, index + 1) if index + 1 < len(names) else None
+        yield current
+
+
+def _merged(job: MergeJob, name: str, base: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    _check_base_copies(job.adapters, name, base)
     merged = merged_weight(
-        spec.name, job.adapters, job.plan, base, job.out_dtype, job.method, job.params
+        name, job.adapters, job.plan, base, job.out_dtype, job.method, job.params, scratch
     )
     if not all_finite(merged):
+        scratch.release(merged)
         raise MergeError(
-            f"{spec.name}: merged tensor overflows {job.out_dtype} (Inf/NaN); use --dtype fp32 or smaller weights"
+            f"{name}: merged tensor overflows {job.out_dtype} (Inf/NaN); use --dtype fp32 or smaller weights"
         )
     return merged
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -46,6 +46,126 @@ def plot_loss_curve(log_path: str | Path, png_path: str | Path, title: str) -> P
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)
+
+
+_PANELS = (
+    ("bleu4", "BLEU-4 (char, x100)"),
+    ("avg_accuracy", "multiple-choice accuracy"),
+    ("think_tag_rate", "think-tag rate"),
+)
+
+
+def _series(rows: list[dict], labels: list[str]) -> dict[str, list[dict]]:
+    """Rows grouped into lines: one per template/decoding (and per other weights when free)."""
+    lines: dict[str, list[dict]] = {}
+    x_label = f"w_{labels[0]}"
+    for row in rows:
+        others = [f"{lb}={row[f'w_{lb}']:.2g}" for lb in labels[1:]]
+        free = len({round(1 - row[x_label], 9) for row in rows}) < len(rows)
+        key = f"{row['template']} / {row['decoding']}"
+        if free and others and abs(sum(row[f"w_{lb}"] for lb in labels) - 1) > 1e-9:
+            key += " " + " ".join(others)
+        lines.setdefault(key, []).append(row)
+    return {k: sorted(v, key=lambda r: r[x_label]) for k, v in lines.items()}
+
+
+def plot_sweep(rows: list[dict], labels: list[str], png_path: str | Path) -> Path:
+    """BLEU-4, accuracy and think rate against the first adapter's weight, side by side."""
+    x_label = f"w_{labels[0]}"
+    lines = _series(rows, labels)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=110)
+    for ax, (metric, title) in zip(axes, _PANELS, strict=True):
+        for name, line in lines.items():
+            points = [(r[x_label], r[metric]) for r in line if r.get(metric) is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", linewidth=1.8, label=name)
+        if metric == "avg_accuracy":
+            _plot_benchmarks(ax, rows, x_label)
+        if metric == "bleu4":
+            for name, line in lines.items():
+                points = [
+                    (r[x_label], r["bleu4_no_think"])
+                    for r in line
+                    if r.get("bleu4_no_think") is not None
+                ]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, linestyle=":", linewidth=1.2, label=f"{name} (think removed)")
+        ax.set_title(title)
+        ax.set_xlabel(
+            f"{labels[0].upper()} weight"
+            + (f" ({labels[1].upper()} = 1 - it)" if len(labels) == 2 else "")
+        )
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)
+
+
+def _plot_benchmarks(ax, rows: list[dict], x_label: str) -> None:
+    """Thin lines for each benchmark's accuracy (first template/decoding only)."""
+    first = (rows[0]["template"], rows[0]["decoding"])
+    subset = sorted(
+        (r for r in rows if (r["template"], r["decoding"]) == first), key=lambda r: r[x_label]
+    )
+    for key in [k for k in rows[0] if k.endswith(".accuracy")]:
+        ax.plot(
+            [r[x_label] for r in subset],
+            [r[key] for r in subset],
+            linewidth=0.9,
+            alpha=0.6,
+            label=key.removesuffix(".accuracy"),
+        )
+
+
+def plot_heatmap(
+    matrix: list[list[float]],
+    row_labels: list[str],
+    col_labels: list[str],
+    title: str,
+    png_path: str | Path,
+    cmap: str = "viridis",
+) -> Path:
+    """A labelled heatmap (layers x modules) with the value written in each cell."""
+    fig, ax = plt.subplots(
+        figsize=(1.1 * len(col_labels) + 2, 0.45 * len(row_labels) + 1.5), dpi=110
+    )
+    image = ax.imshow(matrix, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)
+
+
+def plot_layer_ablation(rows: list[dict], png_path: str | Path) -> Path:
+    """Think rate and BLEU-4 when the PT delta is applied on one layer range only."""
+    names = [r["layers"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(rows) + 2), 3.5), dpi=110)
+    ax.bar(names, [r["think_tag_rate"] for r in rows], color="#d95f0e", label="think-tag rate")
+    ax.bar(names, [r["marker_rate"] for r in rows], color="#fdae6b", alpha=0.6, label="marker rate")
+    ax.set_ylabel("rate")
+    ax.set_xlabel("layers carrying the PT delta")
+    twin = ax.twinx()
+    twin.plot(names, [r["bleu4"] for r in rows], color="#08519c", marker="o", label="BLEU-4")
+    twin.set_ylabel("BLEU-4")
+    ax.legend(loc="upper left", fontsize=7)
+    twin.legend(loc="upper right", fontsize=7)
+    ax.set_title("Layer-wise PT ablation")
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)

@@ -5,16 +5,20 @@ provenance; a rich table on the terminal and verify.json beside the checkpoint.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medmerge.errors import ConfigError
 from medmerge.manifest import model_identity, read_manifest
-from medmerge.merge.adapters import load_adapter
+from medmerge.merge.adapters import Adapter, load_adapter
+from medmerge.merge.buffers import Scratch
 from medmerge.merge.checkpoint import Checkpoint
 from medmerge.merge.config import AdapterWeight, MergeConfig
 from medmerge.merge.delta import WeightPlan, all_finite
+from medmerge.merge.full_export import read_ahead
 from medmerge.merge.methods import MethodParams, get_method
 from medmerge.verify import provenance
 from medmerge.verify.config import VerifyConfig
@@ -23,6 +27,7 @@ from medmerge.verify.recovery import solve
 from medmerge.verify.report import print_summary
 from medmerge.verify.tensors import (
     FitSums,
+    TensorResult,
     check_touched,
     check_untouched,
     names_to_check,
@@ -73,19 +78,9 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
         )
         failures = structure_problems(base, merged)
         fit = FitSums.empty(len(adapters))
-        results = []
-        for name, touched in names_to_check(base, merged, adapters, cfg.sample):
-            base_tensor, merged_tensor = base.read(name), merged.read(name)
-            if touched:
-                results.append(
-                    check_touched(
-                        name, base_tensor, merged_tensor, adapters, plan, method, params, fit
-                    )
-                )
-            else:
-                results.append(check_untouched(name, base_tensor, merged_tensor))
-            if not all_finite(merged_tensor):
-                failures.append(f"{name}: holds NaN or Inf")
+        intended = Intended(adapters, plan, method, params)
+        results, not_finite = _check_tensors(base, merged, intended, cfg.sample, fit)
+        failures += not_finite
         failures += [r.problem for r in results if r.problem]
         failures += provenance.check_recorded_bases(adapters, identity.result())
         failures += own_files.result()
@@ -108,6 +103,47 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
                 f"top-1 agreement {behaviour['top1_agreement']:.0%})"
             )
     return _record(cfg, specs, recovery, results, failures, behaviour, method)
+
+
+@dataclass(frozen=True)
+class Intended:
+    """What the merged checkpoint should be: base + these adapters at these weights."""
+
+    adapters: Sequence[Adapter]
+    plan: WeightPlan
+    method: str
+    params: MethodParams
+
+
+def _check_tensors(
+    base: Checkpoint, merged: Checkpoint, intended: Intended, sample: int | None, fit: FitSums
+) -> tuple[list[TensorResult], list[str]]:
+    """Stream both checkpoints tensor by tensor (the next pair is read while this one is
+    checked); return each tensor's result and a failure line per tensor holding NaN/Inf."""
+    checks = names_to_check(base, merged, intended.adapters, sample)
+    names = [name for name, _ in checks]
+    scratch = Scratch()
+    results, not_finite = [], []
+    with ThreadPoolExecutor(max_workers=2) as reader:
+        base_tensors = read_ahead(base, names, scratch, reader)
+        merged_tensors = read_ahead(merged, names, scratch, reader)
+        for (name, touched), base_tensor, merged_tensor in zip(
+            checks, base_tensors, merged_tensors, strict=True
+        ):
+            if touched:
+                result = check_touched(
+                    name, base_tensor, merged_tensor, *_fields(intended), fit, scratch
+                )
+            else:
+                result = check_untouched(name, base_tensor, merged_tensor)
+            results.append(result)
+            if not all_finite(merged_tensor):
+                not_finite.append(f"{name}: holds NaN or Inf")
+    return results, not_finite
+
+
+def _fields(intended: Intended):
+    return intended.adapters, intended.plan, intended.method, intended.params
 
 
 def _intended(cfg: VerifyConfig, manifest: dict | None, merge_cfg: MergeConfig | None):

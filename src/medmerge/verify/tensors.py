@@ -8,8 +8,16 @@ from dataclasses import dataclass, field
 import torch
 
 from medmerge.merge.adapters import Adapter
+from medmerge.merge.buffers import Scratch
 from medmerge.merge.checkpoint import Checkpoint
-from medmerge.merge.delta import WeightPlan, adapter_deltas, all_touched, intended_delta
+from medmerge.merge.delta import (
+    WeightPlan,
+    adapter_deltas,
+    all_touched,
+    exact_merged,
+    intended_delta,
+    is_lora_only,
+)
 from medmerge.merge.methods import MethodParams
 
 ERASED_BELOW = 0.5  # retention under which the output dtype has erased the delta
@@ -76,8 +84,11 @@ def check_touched(
     method: str,
     params: MethodParams,
     fit: FitSums,
+    scratch: Scratch | None = None,
 ) -> TensorResult:
     """W' against round(W + intended delta), the effective delta, its retention, its weights."""
+    if method == "linear" and is_lora_only(name, adapters):
+        return _check_lora(name, base, merged, adapters, plan, fit, scratch or Scratch())
     w = base.double()
     deltas = adapter_deltas(name, adapters, base)
     intended = intended_delta(name, adapters, plan, base, method, params)
@@ -94,6 +105,91 @@ def check_touched(
     fit.noise += float(((reference.double() - exact) ** 2).sum())
     result.problem = _tensor_problem(result, merged.dtype)
     return result
+
+
+def _check_lora(
+    name: str,
+    base: torch.Tensor,
+    merged: torch.Tensor,
+    adapters: Sequence[Adapter],
+    plan: WeightPlan,
+    fit: FitSums,
+    scratch: Scratch,
+) -> TensorResult:
+    """The linear LoRA case without a dense delta per adapter.
+
+    x = W + sum_i w_i d_i is made once in fp64 (as the merge makes it) and rounded for the
+    ulp check; everything else is inner products. With r = W' - x and d_i = s_i B_i A_i:
+    <d_i, d_j> = s_i s_j sum((B_i^T B_j) * (A_i A_j^T)) from the small factors, and
+    <d_i, W' - W> = sum_j w_j <d_i, d_j> + <d_i, r>, where <d_i, r> = s_i sum((B_i^T r) * A_i).
+    """
+    exact = exact_merged(name, adapters, plan, base, scratch=scratch)
+    reference = scratch.work("reference", tuple(base.shape), merged.dtype).copy_(exact)
+    result = TensorResult(name, True)
+    noise = None
+    if not torch.equal(reference, merged):
+        ulps = ulp_error(merged, reference)
+        result.max_ulp, result.over_one_ulp = int(ulps.max()), int((ulps > 1).sum())
+        noise = _squared_distance(exact, reference, scratch)
+    negated = exact.sub_(merged)  # -r = x - W', in place of x
+    flat = negated.view(-1)
+    error2 = float(flat @ flat)
+    parts = _lora_parts(name, adapters, plan)
+    gram, rhs_noise = _factor_products(parts, negated, scratch)
+    weights = torch.tensor([w for _, w, _, _ in parts], dtype=torch.float64)
+    rhs = gram @ weights + rhs_noise
+    intended2 = float(weights @ gram @ weights)
+    result.delta_rel_error = error2**0.5 / max(intended2**0.5, 1e-300)
+    result.retention = float(weights @ rhs) / intended2 if intended2 > 0 else 1.0
+    solution = torch.linalg.lstsq(gram, rhs[:, None]).solution[:, 0]
+    result.recovered = [None] * len(adapters)
+    for k, (i, _, _, _) in enumerate(parts):
+        result.recovered[i] = float(solution[k])
+        fit.rhs[i] += rhs[k]
+        for m, (j, _, _, _) in enumerate(parts):
+            fit.gram[i, j] += gram[k, m]
+    fit.energy += intended2 + 2 * float(weights @ rhs_noise) + error2
+    fit.noise += error2 if noise is None else noise
+    result.problem = _tensor_problem(result, merged.dtype)
+    return result
+
+
+def _lora_parts(name: str, adapters: Sequence[Adapter], plan: WeightPlan):
+    """(adapter index, weight, s_i * B_i in fp64, A_i in fp64) for each adapter touching `name`,
+    with B and A swapped when the tensor is stored transposed (then d_i = (s_i B_i A_i)^T)."""
+    weights = plan.for_tensor(name)
+    parts = []
+    for i, adapter in enumerate(adapters):
+        factors = adapter.factors.get(name)
+        if factors is None:
+            continue
+        B, A = factors.B.double() * factors.scale, factors.A.double()
+        if factors.transpose:
+            B, A = A.T, B.T
+        parts.append((i, weights[i], B, A))
+    return parts
+
+
+def _factor_products(parts, negated: torch.Tensor, scratch: Scratch):
+    """Gram matrix <d_i, d_j> and <d_i, r> from the factors, given -r; r enters one fp32
+    matmul each (r is rounding noise or a merge mistake: fp32's relative error is immaterial)."""
+    count = len(parts)
+    gram = torch.zeros(count, count, dtype=torch.float64)
+    for k, (_, _, Bk, Ak) in enumerate(parts):
+        for m, (_, _, Bm, Am) in enumerate(parts):
+            gram[k, m] = ((Bk.T @ Bm) * (Ak @ Am.T)).sum()
+    negated32 = scratch.work("residual32", tuple(negated.shape), torch.float32).copy_(negated)
+    rhs_noise = torch.tensor(
+        [-float(((B.T.float() @ negated32).double() * A).sum()) for _, _, B, A in parts],
+        dtype=torch.float64,
+    )
+    return gram, rhs_noise
+
+
+def _squared_distance(exact: torch.Tensor, rounded: torch.Tensor, scratch: Scratch) -> float:
+    diff = scratch.work("difference", tuple(exact.shape), torch.float64).copy_(rounded).sub_(exact)
+    flat = diff.view(-1)
+    return float(flat @ flat)
 
 
 def _tensor_fit(

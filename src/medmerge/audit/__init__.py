@@ -1,0 +1,1 @@
+"""Audits of the data around a run: train/eval leakage."""

@@ -1,0 +1,69 @@
+"""Reusable tensor buffers for the streamed merge and verification.
+
+A fresh large CPU tensor is backed by newly mapped pages, and touching them for the first
+time (page faults) costs about as much as the arithmetic done on them. The merge handles
+one tensor after another, so it allocates its working buffers once and reuses them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+
+
+class Scratch:
+    """Working buffers by role (one per role, grown as needed) and a pool of output buffers.
+
+    `work` buffers belong to the calling thread and are overwritten by the next call with
+    the same role. `output` buffers are handed out until `release` gives them back, so a
+    writer thread can still hold one while the next tensor is computed.
+    """
+
+    def __init__(self) -> None:
+        self._work: dict[str, torch.Tensor] = {}
+        self._free: list[torch.Tensor] = []
+        self._lent: dict[int, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def work(self, role: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised tensor of `shape` and `dtype`, reusing the role's memory."""
+        return _view(_grown(self._work, role, _nbytes(shape, dtype)), shape, dtype)
+
+    def output(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised tensor that stays valid until `release` is called on it."""
+        need = _nbytes(shape, dtype)
+        with self._lock:
+            fits = [k for k, b in enumerate(self._free) if b.numel() >= need]
+            if fits:
+                flat = self._free.pop(min(fits, key=lambda k: self._free[k].numel()))
+            else:
+                flat = torch.empty(need, dtype=torch.uint8)
+            tensor = _view(flat, shape, dtype)
+            self._lent[tensor.data_ptr()] = flat
+        return tensor
+
+    def release(self, tensor: torch.Tensor) -> None:
+        """Give an `output` tensor back; tensors this pool did not lend are ignored."""
+        with self._lock:
+            flat = self._lent.pop(tensor.data_ptr(), None)
+            if flat is not None:
+                self._free.append(flat)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    return max(math.prod(shape) * dtype.itemsize, 1)
+
+
+def _grown(buffers: dict[str, torch.Tensor], role: str, need: int) -> torch.Tensor:
+    flat = buffers.get(role)
+    if flat is None or flat.numel() < need:
+        buffers.pop(role, None)  # free the old one before allocating the bigger one
+        flat = buffers[role] = torch.empty(need, dtype=torch.uint8)
+    return flat
+
+
+def _view(flat: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    count = math.prod(shape)
+    return flat[: count * dtype.itemsize].view(dtype).view(shape)

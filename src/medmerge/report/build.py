@@ -1,0 +1,317 @@
+"""`medmerge report RUN_DIR`: report.md and a self-contained report.html from the JSON the
+stages wrote (images embedded as data URIs, no network). Missing stages are skipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from medmerge.artifacts import staged_output
+from medmerge.config import StageConfig
+from medmerge.errors import MedmergeError
+from medmerge.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from medmerge.report.render import Doc
+
+_SWEEP_COLUMNS = (
+    "bleu4",
+    "bleu4_no_think",
+    "rougeL",
+    "think_tag_rate",
+    "marker_rate",
+    "len_tokens",
+    "avg_accuracy",
+)
+
+
+_STAGE_FOLDERS = ("base", "pt", "sft", "merged", "sweep", "eval")
+
+
+class ReportConfig(StageConfig):
+    path_fields = ("run_dir", "out")
+
+    run_dir: str
+    out: str | None = None  # default: RUN_DIR/report
+    force: bool = True
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8")) if path.is_file() else None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _headline(doc: Doc, run: Path) -> None:
+    table = _json(run / "sweep" / "table.json")
+    if not table:
+        return
+    doc.h2("At a glance: the trade-off across merge weights")
+    doc.image(
+        run / "sweep" / "tradeoff.png", "BLEU-4, accuracy and think rate against the PT weight"
+    )
+    rec = table["recommendation"]
+    if rec.get("point"):
+        doc.p(
+            f"**Recommended:** {rec['point']} ({rec['template']}/{rec['decoding']}) — "
+            f"{rec['rule']}; {len(table['pareto'])} Pareto-optimal rows, "
+            f"{rec['feasible']} feasible."
+        )
+    else:
+        doc.p(f"**No weight meets the constraints** ({rec['rule']}).")
+    rows = table["rows"]
+    labels = table["adapters"]
+    first = (rows[0]["template"], rows[0]["decoding"])
+    picks = [r for r in rows if (r["template"], r["decoding"]) == first]
+    ends = [picks[0], *[r for r in picks if abs(r[f"w_{labels[0]}"] - 0.3) < 1e-9], picks[-1]]
+    doc.table(
+        ["point", *_SWEEP_COLUMNS],
+        [[r["point"], *(_fmt(r.get(c)) for c in _SWEEP_COLUMNS)] for r in ends],
+    )
+
+
+def _inputs(doc: Doc, run: Path) -> None:
+    doc.h2("Inputs")
+    rows = []
+    for name, weights in (
+        ("base", "model.safetensors"),
+        ("pt", "adapter_model.safetensors"),
+        ("sft", "adapter_model.safetensors"),
+        ("merged", "model.safetensors"),
+    ):
+        manifest = read_manifest(run / name) if (run / name).is_dir() else None
+        if not manifest:
+            continue
+        file = run / name / weights
+        digest = sha256_file(file)[:16] if file.is_file() else ""
+        data = manifest.get("data") if isinstance(manifest.get("data"), list) else []
+        files = ", ".join(f"{Path(d['path']).name} ({d['sha256'][:12]})" for d in data)
+        rows.append([name, str(run / name), manifest.get("created", ""), digest, files])
+    doc.table(["artifact", "folder", "created", "weights sha256", "data files (sha256)"], rows)
+
+
+def _configs(doc: Doc, run: Path) -> None:
+    records = sorted((run / ".pipeline").glob("*.json"))
+    if records:
+        doc.h2("Appendix: resolved configs of every stage")
+    for record in records:
+        doc.details(
+            f"config of stage {record.stem}",
+            json.dumps(_json(record)["config"], indent=1, default=str),
+        )
+
+
+def _training(doc: Doc, run: Path) -> None:
+    doc.h2("Training")
+    rows = []
+    for name in ("pt", "sft"):
+        manifest = read_manifest(run / name) if (run / name).is_dir() else None
+        if manifest:
+            rows.append(
+                [
+                    name,
+                    manifest.get("steps"),
+                    _fmt(manifest.get("loss_first")),
+                    _fmt(manifest.get("loss_last")),
+                    _fmt(manifest.get("eval_loss_last")),
+                    manifest.get("template"),
+                    manifest.get("enable_thinking"),
+                ]
+            )
+        doc.image(run / name / "loss_curve.png", f"{name.upper()} loss curve")
+    doc.table(
+        [
+            "adapter",
+            "steps",
+            "first loss",
+            "last loss",
+            "held-out loss",
+            "template",
+            "enable_thinking",
+        ],
+        [[_fmt(v) for v in r] for r in rows],
+    )
+
+
+def _verification(doc: Doc, run: Path) -> None:
+    report = _json(run / "merged" / "verify.json")
+    if not report:
+        return
+    doc.h2("Verification of the merged checkpoint")
+    behaviour = report.get("behaviour") or {}
+    doc.p(
+        f"**{'OK' if report.get('ok') else 'FAILED'}** — tensors checked "
+        f"{report.get('tensors_checked')} (touched {report.get('tensors_touched')}), failed "
+        f"{report.get('tensors_failed')}, max ulp error {report.get('max_ulp_error')}, logits "
+        f"max |diff| {_fmt(behaviour.get('max_abs_diff'))}."
+    )
+    doc.table(
+        ["adapter", "intended weight", "recovered weight"],
+        [
+            [Path(a["path"]).name, _fmt(a["intended_weight"]), _fmt(a["recovered_weight"])]
+            for a in report.get("adapters", [])
+        ],
+    )
+    for failure in report.get("failures", [])[:10]:
+        doc.p(f"- FAIL: {failure}")
+
+
+def _evaluation(doc: Doc, run: Path) -> None:
+    results = _json(run / "eval" / "results.json")
+    if not results:
+        return
+    doc.h2("Evaluation of the exported merged checkpoint")
+    metrics = [k for k in results["rows"][0] if k not in ("raw", "template", "decoding")]
+    doc.table(
+        ["template", "decoding", *metrics],
+        [[r["template"], r["decoding"], *(_fmt(r[m]) for m in metrics)] for r in results["rows"]],
+    )
+    table = _json(run / "sweep" / "table.json")
+    weights = (read_manifest(run / "merged") or {}).get("adapters") or []
+    if table and weights:
+        point = ",".join(
+            f"{lb}={a['weight']:.4g}" for lb, a in zip(table["adapters"], weights, strict=False)
+        )
+        doc.p(_consistency(results["rows"], table["rows"], point))
+
+
+def _consistency(evaluated: list[dict], swept: list[dict], point: str) -> str:
+    diffs = []
+    for row in evaluated:
+        match = [
+            s
+            for s in swept
+            if s["point"] == point
+            and s["template"] == row["template"]
+            and s["decoding"] == row["decoding"]
+        ]
+        for s in match:
+            diffs += [
+                abs(float(row[k]) - float(s[k]))
+                for k in s
+                if k in row and isinstance(s[k], float) and row[k] is not None
+            ]
+    if not diffs:
+        return f"The sweep has no point {point} to compare with."
+    return (
+        f"Consistency: the sweep point {point} (weights applied in memory) and this "
+        f"exported checkpoint agree on {len(diffs)} metrics, max |difference| {max(diffs):.3g}."
+    )
+
+
+def _sweep(doc: Doc, run: Path) -> None:
+    table = _json(run / "sweep" / "table.json")
+    if not table:
+        return
+    rows = table["rows"]
+    doc.h2("Sweep: every point")
+    bench = [k for k in rows[0] if k.endswith(".accuracy")]
+    cols = ["point", "template", "decoding", *_SWEEP_COLUMNS, *bench, "pareto"]
+    doc.table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows])
+    decodings = list(dict.fromkeys(r["decoding"] for r in rows))
+    if len(decodings) > 1:
+        _sensitivity(doc, rows, decodings)
+
+
+def _sensitivity(doc: Doc, rows: list[dict], decodings: list[str]) -> None:
+    doc.h2("Decoding sensitivity and the think penalty")
+    points = list(dict.fromkeys(r["point"] for r in rows))
+    lookup = {(r["point"], r["decoding"]): r for r in rows}
+    header = ["point"] + [f"{d} {m}" for d in decodings for m in ("bleu4", "think")]
+    body = []
+    for p in points:
+        cells = []
+        for d in decodings:
+            r = lookup.get((p, d), {})
+            cells += [_fmt(r.get("bleu4")), _fmt(r.get("think_tag_rate"))]
+        body.append([p, *cells])
+    doc.table(header, body)
+    doc.p(
+        "A decoding with a think penalty lowers the scores of `<think>`, `</think>` and "
+        "one-token reasoning markers by gamma at every step; compare its BLEU-4 with the "
+        "same preset's without the penalty."
+    )
+
+
+def _audit(doc: Doc, run: Path) -> None:
+    report = _json(run / "audit" / "leakage.json")
+    if not report:
+        return
+    doc.h2(f"Leakage audit (exact duplicates, {report['ngram']}-gram overlap)")
+    doc.table(
+        ["evaluation file", "items", "exact duplicates", "%", "with overlap", "%", "mean overlap"],
+        [
+            [
+                Path(f).name,
+                s["items"],
+                s["exact_duplicates"],
+                _fmt(s["exact_duplicate_pct"]),
+                s["with_overlap"],
+                _fmt(s["with_overlap_pct"]),
+                _fmt(s["mean_overlap"]),
+            ]
+            for f, s in report["eval"].items()
+        ],
+    )
+    doc.p("Training files: " + ", ".join(Path(f).name for f in report["train"]))
+
+
+def _diagnostics(doc: Doc, run: Path) -> None:
+    diag = _json(run / "diagnostics" / "diagnostics.json")
+    if not diag:
+        return
+    doc.h2("Interference between the PT and SFT deltas")
+    for key, name in diag["heatmaps"].items():
+        doc.image(run / "diagnostics" / name, key)
+    if diag["ablation"]:
+        doc.h2("Layer-wise ablation: which layers wake the thinking up")
+        doc.image(run / "diagnostics" / "ablation.png", "PT delta on one layer range only")
+        cols = list(diag["ablation"][0])
+        doc.table(cols, [[_fmt(r[c]) for c in cols] for r in diag["ablation"]])
+    cols = ["tensor", "rel_first", "rel_second", "cosine", "subspace_overlap"]
+    doc.details(
+        "per-tensor interference table",
+        "\n".join(" ".join(_fmt(r[c]) for c in cols) for r in diag["interference"]),
+    )
+
+
+SECTIONS = (
+    _headline,
+    _inputs,
+    _training,
+    _verification,
+    _evaluation,
+    _sweep,
+    _audit,
+    _diagnostics,
+    _configs,
+)
+
+
+def build_report(cfg: ReportConfig) -> int:
+    run = Path(cfg.run_dir).resolve()
+    if not run.is_dir():
+        raise MedmergeError(f"{run}: run folder not found; pass the `out` folder of `medmerge run`")
+    if not any((run / stage / MANIFEST_NAME).is_file() for stage in _STAGE_FOLDERS):
+        raise MedmergeError(
+            f"{run}: no stage outputs here (none of {', '.join(_STAGE_FOLDERS)} has a manifest); "
+            "pass the `out` folder of `medmerge run`"
+        )
+    out = Path(cfg.out) if cfg.out else run / "report"
+    doc = Doc(f"medmerge report — {run.name}")
+    for section in SECTIONS:
+        section(doc, run)
+    with staged_output(out, cfg.force) as folder:
+        for source, name in doc.images:
+            shutil.copyfile(source, folder / name)
+        (folder / "report.md").write_text(doc.markdown(), "utf-8")
+        (folder / "report.html").write_text(doc.html(), "utf-8")
+        write_manifest(folder, "report", {"config": cfg.model_dump()})
+    print(f"report: {out / 'report.html'} (and report.md)")
+    return 0

@@ -1,0 +1,135 @@
+"""Evaluate the model as it is now (whatever weights are applied) on the sweep's suites.
+
+The same functions `medmerge eval gen` and `eval mcq` use, so a sweep point and an exported
+checkpoint evaluated with the same settings give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from medmerge.data.templates import get_template
+from medmerge.errors import DataError
+from medmerge.eval.backends import Backend
+from medmerge.eval.generation import GenItem, generate_answers, load_gen_items, score_outputs
+from medmerge.eval.mcq import FORMATS, McqTask, score_loglik, summarize
+from medmerge.eval.mcq_data import load_mcq
+from medmerge.eval.mcq_formats import McqItem
+from medmerge.eval.metrics import detect_language
+from medmerge.sweep.config import DecodingChoice, GenSuite, McqSuite, TemplateChoice
+from medmerge.sweep.mitigation import penalized_token_ids, think_penalty
+
+
+@dataclass(frozen=True)
+class LoadedGen:
+    suite: GenSuite
+    items: list[GenItem]
+
+
+@dataclass(frozen=True)
+class LoadedMcq:
+    suite: McqSuite
+    items: list[McqItem]
+    language: str
+
+
+def _window(items: list, offset: int, limit: int | None, name: str) -> list:
+    chosen = items[offset : offset + limit if limit else None]
+    if not chosen:
+        raise DataError(f"suite {name!r}: no items left after offset {offset} and limit {limit}")
+    return chosen
+
+
+def load_gen_suite(suite: GenSuite) -> LoadedGen:
+    items = load_gen_items(suite.data, suite.format, suite.columns)
+    return LoadedGen(suite, _window(items, suite.offset, suite.limit, suite.name))
+
+
+def load_mcq_suite(suite: McqSuite) -> LoadedMcq:
+    items = load_mcq(suite.data, suite.format)
+    kept = [i for i in items if not any(i.id.startswith(p) for p in suite.exclude_ids)]
+    if suite.include_ids:
+        kept = [i for i in kept if any(i.id.startswith(p) for p in suite.include_ids)]
+    kept = _window(kept, suite.offset, suite.limit, suite.name)
+    language = suite.language
+    if language == "auto":
+        language = detect_language([i.question for i in kept])
+    return LoadedMcq(suite, kept, language)
+
+
+def evaluate_gen(
+    backend: Backend, loaded: LoadedGen, choice: TemplateChoice, decoding: DecodingChoice
+) -> dict[str, Any]:
+    """results.json's content of `eval gen` (n, metrics raw / no_think, leakage) + predictions."""
+    template = get_template(choice.template)
+    resolved = decoding.resolved()
+    ids = penalized_token_ids(backend.tokenizer, decoding.penalize_markers)
+    with think_penalty(backend.model, ids, decoding.think_penalty):
+        rows = generate_answers(loaded.items, backend, template, choice.enable_thinking, resolved)
+    results, _ = score_outputs(
+        [r["prediction"] for r in rows],
+        [r["reference"] for r in rows],
+        loaded.suite.language,
+        [r["tokens"] for r in rows],
+        None,
+    )
+    predictions = [{"id": r["id"], "prediction": r["prediction"]} for r in rows]
+    return {
+        **results,
+        "penalized_tokens": len(ids) if decoding.think_penalty else 0,
+        "predictions": predictions,
+    }
+
+
+def evaluate_mcq(backend: Backend, loaded: LoadedMcq, choice: TemplateChoice) -> dict[str, Any]:
+    """Log-likelihood accuracy as `eval mcq` computes it (chat mode, letter continuation)."""
+    task = McqTask(
+        FORMATS[loaded.language],
+        get_template(choice.template),
+        backend.tokenizer,
+        choice.enable_thinking,
+    )
+    records = score_loglik(task, loaded.items, [[] for _ in loaded.items], backend)
+    summary = summarize(records, "loglik")
+    summary["loglikelihoods"] = [r["loglikelihoods"] for r in records]
+    return summary
+
+
+def flatten(
+    gen: dict[str, dict[str, Any]], mcq: dict[str, dict[str, Any]]
+) -> dict[str, float | None]:
+    """One table row's metrics: per suite, then the averages the trade-off is read from."""
+    row: dict[str, float | None] = {}
+    for name, res in gen.items():
+        raw, clean, leak = res["metrics"]["raw"], res["metrics"]["no_think"], res["leakage"]
+        row[f"{name}.bleu4"] = raw["bleu4"]
+        row[f"{name}.rougeL"] = raw["rougeL"]
+        row[f"{name}.bleu4_no_think"] = clean["bleu4"]
+        row[f"{name}.think_tag_rate"] = leak["think_tag_rate"]
+        row[f"{name}.nonempty_think_rate"] = leak["nonempty_think_rate"]
+        row[f"{name}.marker_rate"] = leak["marker_rate"]
+        row[f"{name}.len_tokens"] = (leak["length_tokens"] or {}).get("mean")
+        row[f"{name}.len_chars"] = leak["length_chars"]["mean"]
+    for name, res in mcq.items():
+        row[f"{name}.accuracy"] = res["accuracy"]
+        row[f"{name}.accuracy_norm"] = res["accuracy_norm"]
+    averages = {
+        "bleu4": [f"{n}.bleu4" for n in gen],
+        "rougeL": [f"{n}.rougeL" for n in gen],
+        "bleu4_no_think": [f"{n}.bleu4_no_think" for n in gen],
+        "think_tag_rate": [f"{n}.think_tag_rate" for n in gen],
+        "nonempty_think_rate": [f"{n}.nonempty_think_rate" for n in gen],
+        "marker_rate": [f"{n}.marker_rate" for n in gen],
+        "len_tokens": [f"{n}.len_tokens" for n in gen],
+        "avg_accuracy": [f"{n}.accuracy" for n in mcq],
+    }
+    for key, columns in averages.items():
+        values = [row[c] for c in columns if row.get(c) is not None]
+        row[key] = sum(values) / len(values) if values else None
+    return row
+
+
+def suite_names(gen: Sequence[LoadedGen], mcq: Sequence[LoadedMcq]) -> list[str]:
+    return [g.suite.name for g in gen] + [m.suite.name for m in mcq]

@@ -1,0 +1,66 @@
+"""The report is built from the stages' JSON; its HTML is self-contained."""
+
+from __future__ import annotations
+
+import json
+
+from medmerge.report.build import ReportConfig, build_report
+from medmerge.report.plots import plot_loss_curve, plot_sweep
+
+
+def _rows():
+    return [
+        {
+            "point": f"pt={w:g},sft={1 - w:g}",
+            "w_pt": w,
+            "w_sft": 1 - w,
+            "template": "qwen3",
+            "decoding": "greedy",
+            "think_penalty": 0.0,
+            "bleu4": 20 - 10 * w,
+            "bleu4_no_think": 20 - 5 * w,
+            "rougeL": 10.0,
+            "think_tag_rate": w / 2,
+            "marker_rate": 0.0,
+            "len_tokens": 30.0,
+            "avg_accuracy": 0.3 + w / 10,
+            "hq.accuracy": 0.3 + w / 10,
+            "pareto": True,
+        }
+        for w in (0.0, 0.3, 1.0)
+    ]
+
+
+def test_report_md_and_self_contained_html(tmp_path):
+    run = tmp_path / "run"
+    (run / "sweep").mkdir(parents=True)
+    rows = _rows()
+    (run / "sweep" / "table.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "pareto": [],
+                "adapters": ["pt", "sft"],
+                "recommendation": {
+                    "point": "pt=0.3,sft=0.7",
+                    "template": "qwen3",
+                    "decoding": "greedy",
+                    "rule": "maximise avg_accuracy",
+                    "feasible": 2,
+                },
+            }
+        )
+    )
+    plot_sweep(rows, ["pt", "sft"], run / "sweep" / "tradeoff.png")
+    (run / "pt").mkdir()
+    (run / "pt" / "loss_log.jsonl").write_text(
+        "".join(json.dumps({"step": i, "loss": 3 - i / 10}) + "\n" for i in range(10))
+    )
+    plot_loss_curve(run / "pt" / "loss_log.jsonl", run / "pt" / "loss_curve.png", "PT")
+    assert build_report(ReportConfig(run_dir=str(run))) == 0
+    html = (run / "report" / "report.html").read_text()
+    md = (run / "report" / "report.md").read_text()
+    assert html.count("src='data:image/png;base64,") == 2
+    assert "http://" not in html and "https://" not in html
+    assert "Recommended:" in md and "pt=0.3,sft=0.7" in md and "tradeoff.png" in md
+    assert (run / "report" / "00_sweep_tradeoff.png").is_file()

@@ -1,0 +1,62 @@
+"""The LoRA check's inner products from the factors equal the same sums over dense deltas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from medmerge.merge.adapters import Adapter, LoraFactors
+from medmerge.merge.delta import WeightPlan, adapter_deltas, intended_delta, merged_weight
+from medmerge.merge.methods import MethodParams
+from medmerge.verify.tensors import FitSums, check_touched
+
+NAME = "model.layers.0.mlp.up_proj.weight"
+
+
+def _adapters(generator, transpose: bool) -> list[Adapter]:
+    out_f, in_f = (40, 56) if not transpose else (56, 40)
+    return [
+        Adapter(
+            Path(f"a{i}"),
+            {},
+            factors={
+                NAME: LoraFactors(
+                    "m",
+                    torch.randn(r, in_f, generator=generator) * 0.05,
+                    torch.randn(out_f, r, generator=generator) * 0.05,
+                    scale,
+                    transpose=transpose,
+                )
+            },
+        )
+        for i, (r, scale) in enumerate(((3, 2.0), (7, 0.5)))
+    ]
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("made_with", [(0.3, 0.7), (0.25, 0.8)])
+def test_factor_sums_equal_dense_sums(transpose, made_with):
+    generator = torch.Generator().manual_seed(1)
+    adapters = _adapters(generator, transpose)
+    base = (torch.randn(40, 56, generator=generator) * 0.02).to(torch.bfloat16)
+    plan = WeightPlan((0.3, 0.7))
+    merged = merged_weight(NAME, adapters, WeightPlan(made_with), base, torch.bfloat16)
+    fit = FitSums.empty(2)
+    result = check_touched(NAME, base, merged, adapters, plan, "linear", MethodParams(), fit)
+
+    deltas = adapter_deltas(NAME, adapters, base)
+    intended = intended_delta(NAME, adapters, plan, base)
+    change = merged.double() - base.double()
+    dense = FitSums.empty(2)
+    dense.add(deltas, change)
+    assert torch.allclose(fit.gram, dense.gram, rtol=1e-10)
+    assert torch.allclose(fit.rhs, dense.rhs, rtol=1e-5)
+    assert fit.energy == pytest.approx(dense.energy, rel=1e-6)
+    norm2 = float((intended * intended).sum())
+    assert result.retention == pytest.approx(float((change * intended).sum()) / norm2, rel=1e-5)
+    error = float((change - intended).norm()) / norm2**0.5
+    assert result.delta_rel_error == pytest.approx(error, rel=1e-6)
+    assert result.recovered == pytest.approx(list(made_with), abs=0.01)
+    assert (result.max_ulp == 0) == (made_with == (0.3, 0.7))
