@@ -11,8 +11,9 @@ the model reads the whole string once and the continuation's token log-probs are
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +56,64 @@ def continuation_split(tokenizer: Any, context: str, continuation: str) -> tuple
     if n_continuation <= 0 or n_context == 0:
         raise ValueError(f"continuation {continuation!r} adds no token after its context")
     return whole, n_continuation
+
+
+@dataclass
+class PrefixGroup:
+    """Requests scored over one shared token prefix: a question's options."""
+
+    prefix: list[int]
+    indices: list[int] = field(default_factory=list)  # positions in the request list
+    sequences: list[list[int]] = field(default_factory=list)  # context + continuation ids
+    n_continuation: list[int] = field(default_factory=list)
+
+
+def group_by_prefix(
+    encoded: Sequence[tuple[list[int], int]], contexts: Sequence[str]
+) -> list[PrefixGroup]:
+    """Group requests by context; the prefix is their common context tokens (>= 1 token)."""
+    by_context: dict[str, list[int]] = {}
+    for index, context in enumerate(contexts):
+        by_context.setdefault(context, []).append(index)
+    groups = []
+    for indices in by_context.values():
+        sequences = [encoded[i][0] for i in indices]
+        shared = min(len(ids) - encoded[i][1] for ids, i in zip(sequences, indices, strict=True))
+        first = sequences[0]
+        while shared and any(ids[:shared] != first[:shared] for ids in sequences):
+            shared -= 1  # a tokenizer merged context and continuation differently
+        parts = [indices] if shared else [[i] for i in indices]
+        for part in parts:
+            n = shared or len(encoded[part[0]][0]) - encoded[part[0]][1]
+            group = PrefixGroup(encoded[part[0]][0][:n])
+            for i in part:
+                group.indices.append(i)
+                group.sequences.append(encoded[i][0])
+                group.n_continuation.append(encoded[i][1])
+            groups.append(group)
+    return groups
+
+
+def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, tokens in enumerate(rows):
+        if tokens:
+            ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, width - len(tokens) :] = 1
+    return ids, mask
+
+
+def _right_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, tokens in enumerate(rows):
+        if tokens:
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, : len(tokens)] = 1
+    return ids, mask
 
 
 def resolve_device(device: str) -> str:
@@ -116,40 +175,72 @@ class HFBackend:
             "device": self.device,
             "dtype": str(self.model.dtype).removeprefix("torch."),
         }
+        # transformers 5.24 renamed the forward's past_key_values to cache (old name until 5.40)
+        forward_args = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id or 0
 
     @torch.no_grad()
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[float]:
-        """Sum of log-probs of each continuation given its context (float64 sums)."""
+        """Sum of log-probs of each continuation given its context (float64 sums).
+
+        Requests sharing a context (a question's options) form one group: the shared prefix
+        runs once and fills the KV cache, then all the group's continuations run in one
+        batched forward over the cache expanded per option. Groups go longest first,
+        `batch_size` groups (contexts, not requests) at a time. The sums equal scoring each
+        context + continuation string whole (tests/eval/test_backends_speedpaths.py).
+        """
         encoded = [continuation_split(self.tokenizer, r.context, r.continuation) for r in requests]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-        results = [0.0] * len(encoded)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            for index, value in zip(
-                batch, self._score_batch([encoded[i] for i in batch]), strict=True
-            ):
-                results[index] = value
+        groups = group_by_prefix(encoded, [r.context for r in requests])
+        groups.sort(key=lambda g: -len(g.prefix))
+        results = [0.0] * len(requests)
+        for start in range(0, len(groups), self.batch_size):
+            self._score_groups(groups[start : start + self.batch_size], results)
         return results
 
-    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[float]:
-        width = max(len(ids) for ids, _ in batch) - 1
-        inputs = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(batch):
-            inputs[row, : len(ids) - 1] = torch.tensor(ids[:-1])
-            mask[row, : len(ids) - 1] = 1
-        logits = self.model(
-            input_ids=inputs.to(self.device), attention_mask=mask.to(self.device)
-        ).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        scores = []
-        for row, (ids, n_cont) in enumerate(batch):
-            positions = torch.arange(len(ids) - 1 - n_cont, len(ids) - 1)
-            targets = torch.tensor(ids[-n_cont:])
-            scores.append(float(logprobs[row, positions, targets].double().sum()))
-        return scores
+    def _score_groups(self, groups: list[PrefixGroup], results: list[float]) -> None:
+        """Prefixes left-padded in one forward, then every continuation over their cache."""
+        owner = torch.tensor([g for g, group in enumerate(groups) for _ in group.indices])
+        members = [(group, k) for group in groups for k in range(len(group.indices))]
+        suffixes = [group.sequences[k][len(group.prefix) : -1] for group, k in members]
+        width = max(len(s) for s in suffixes)
+        ids, mask = _left_pad([g.prefix for g in groups], self.pad_id)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=(mask.cumsum(1) - 1).clamp(min=0).to(self.device),
+            use_cache=width > 0,
+            **self._last_logits_only,
+        )
+        last = out.logits[:, -1].float().cpu()  # predicts each group's first suffix token
+        if width > 0:
+            cache = out.get("cache", out.get("past_key_values"))
+            cache.reorder_cache(owner.to(self.device))
+            suffix_ids, suffix_mask = _right_pad(suffixes, self.pad_id)
+            starts = torch.tensor([len(group.prefix) for group, _ in members])
+            suffix_logits = (
+                self.model(
+                    input_ids=suffix_ids.to(self.device),
+                    attention_mask=torch.cat([mask[owner], suffix_mask], 1).to(self.device),
+                    position_ids=(starts[:, None] + torch.arange(width)).to(self.device),
+                    use_cache=True,
+                    **{self._cache_arg: cache},
+                )
+                .logits.float()
+                .cpu()
+            )
+        for row, (group, k) in enumerate(members):
+            sequence, n_cont = group.sequences[k], group.n_continuation[k]
+            steps = last[owner[row]][None]  # steps[j] predicts sequence[len(prefix) + j]
+            if suffixes[row]:
+                steps = torch.cat([steps, suffix_logits[row, : len(suffixes[row])]])
+            logprobs = torch.log_softmax(steps[-n_cont:], dim=-1)
+            targets = torch.tensor(sequence[-n_cont:])
+            results[group.indices[k]] = float(
+                logprobs[torch.arange(n_cont), targets].double().sum()
+            )
 
     @torch.no_grad()
     def generate(

@@ -11,7 +11,7 @@ from typing import Any
 from medmerge.artifacts import staged_output
 from medmerge.config import StageConfig
 from medmerge.errors import MedmergeError
-from medmerge.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from medmerge.manifest import read_manifest, sha256_file, write_manifest
 from medmerge.report.render import Doc
 
 _SWEEP_COLUMNS = (
@@ -298,9 +298,9 @@ def build_report(cfg: ReportConfig) -> int:
     run = Path(cfg.run_dir).resolve()
     if not run.is_dir():
         raise MedmergeError(f"{run}: run folder not found; pass the `out` folder of `medmerge run`")
-    if not any((run / stage / MANIFEST_NAME).is_file() for stage in _STAGE_FOLDERS):
+    if not any((run / stage).is_dir() for stage in _STAGE_FOLDERS):
         raise MedmergeError(
-            f"{run}: no stage outputs here (none of {', '.join(_STAGE_FOLDERS)} has a manifest); "
+            f"{run}: no stage outputs here (none of {', '.join(_STAGE_FOLDERS)}); "
             "pass the `out` folder of `medmerge run`"
         )
     out = Path(cfg.out) if cfg.out else run / "report"
