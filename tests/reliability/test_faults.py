@@ -401,3 +401,82 @@ def test_verify_reports_a_broken_merge_with_exit_1(tiny_base, adapters, tmp_path
     )
     assert result.code == 1, result.stderr[-2000:]
     assert json.loads((out / "verify.json").read_text())["ok"] is False
+
+
+def _sweep_config(tmp_path: Path, tiny_base, adapters) -> Path:
+    config = {
+        "base": str(tiny_base),
+        "adapters": [
+            {"path": str(adapters["pt"]), "label": "pt"},
+            {"path": str(adapters["sft"]), "label": "sft"},
+        ],
+        "grid": {"pt": [0.0, 0.25, 0.5, 0.75, 1.0], "sft": "complement"},
+        "templates": [{"template": "qwen3", "enable_thinking": False}],
+        "decodings": {"greedy": {"preset": "A", "max_new_tokens": 8}},
+        "suites": {
+            "gen": [
+                {
+                    "name": "meqsum",
+                    "data": str(REPO / "data/qa_en/meqsum_sample.jsonl"),
+                    "format": "columns",
+                    "limit": 4,
+                    "columns": {"prompt": "question", "reference": "summary"},
+                }
+            ],
+            "mcq": [
+                {"name": "headqa", "data": [str(REPO / "data/mcq_en/dev_HEAD_EN.json")], "limit": 8}
+            ],
+        },
+        "device": "cpu",
+        "progress": False,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def test_killed_sweep_resumes_from_finished_points(tiny_base, adapters, tmp_path):
+    config, out = _sweep_config(tmp_path, tiny_base, adapters), tmp_path / "sweep"
+    points = out / "points"
+    _kill_when(
+        ["sweep", str(config), "--out", str(out)],
+        lambda: len(list(points.glob("*.json"))) >= 2,
+        signal.SIGKILL,
+    )
+    finished = len(list(points.glob("*.json")))
+    assert finished >= 2
+    result = run_cli("sweep", str(config), "--out", str(out))
+    assert result.code == 0, result.stderr[-2000:]
+    assert f"({finished} already done)" in result.stdout
+    assert len((out / "table.csv").read_text().splitlines()) == 1 + 5
+
+
+def test_killed_eval_leaves_no_output_and_reruns(tiny_base, adapters, tmp_path):
+    merged = tmp_path / "merged"
+    assert (
+        run_cli(
+            *_merge_args(tiny_base, adapters["pt"], adapters["sft"], merged), "--dtype", "fp32"
+        ).code
+        == 0
+    )
+    out = tmp_path / "eval"
+    data = str(REPO / "data/mcq_en/dev_HEAD_EN.json")
+    args = [
+        "eval",
+        "mcq",
+        "--model",
+        str(merged),
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--limit",
+        "200",
+    ]
+    staging = lambda: any(p.name.startswith(".medmerge-tmp-eval") for p in tmp_path.iterdir())  # noqa: E731
+    _kill_when(args, staging, signal.SIGKILL)
+    assert staging(), "the kill should land while the results are being written"
+    assert not out.exists()
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr[-2000:]
+    assert json.loads((out / "results.json").read_text())["n"] == 200

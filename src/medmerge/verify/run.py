@@ -5,6 +5,7 @@ provenance; a rich table on the terminal and verify.json beside the checkpoint.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,9 +40,11 @@ def run_verify(cfg: VerifyConfig) -> int:
     """0 when every check passes, 1 when one fails (usage errors raise, exit 2)."""
     report = verify(cfg)
     path = Path(cfg.report) if cfg.report else Path(cfg.merged) / "verify.json"
-    with open(path, "w", encoding="utf-8") as handle:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
         handle.write("\n")
+    os.replace(partial, path)  # an earlier report is replaced whole or not at all
     print_summary(report, path)
     return 0 if report["ok"] else 1
 
