@@ -472,10 +472,13 @@ def test_killed_eval_leaves_no_output_and_reruns(tiny_base, adapters, tmp_path):
         str(out),
         "--limit",
         "200",
+        "--template",  # as the SFT adapter was trained
+        "qwen3",
+        "--no-enable-thinking",
     ]
     staging = lambda: any(p.name.startswith(".medmerge-tmp-eval") for p in tmp_path.iterdir())  # noqa: E731
-    _kill_when(args, staging, signal.SIGKILL)
-    assert staging(), "the kill should land while the results are being written"
+    killed = _kill_when(args, staging, signal.SIGKILL)
+    assert staging(), killed.stderr.read().decode()[-2000:]
     assert not out.exists()
     result = run_cli(*args)
     assert result.code == 0, result.stderr[-2000:]
