@@ -34,12 +34,23 @@ def _add_common(parser: argparse.ArgumentParser, config: bool = True) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
 
 
+def _stage_config(schema, args: argparse.Namespace, overrides: dict[str, object], config_file=None):
+    """The stage's config: its YAML (`--config`, or a positional file), then flags, then --set."""
+    from medmerge.config import build_config, parse_set_overrides
+
+    return build_config(
+        schema,
+        config_file if config_file is not None else getattr(args, "config", None),
+        {**overrides, **parse_set_overrides(args.set)},
+        section=getattr(args, "section", None),
+    )
+
+
 # ---------------------------------------------------------------- base
 
 
 def _cmd_base_build(args: argparse.Namespace) -> int:
     from medmerge.base import BaseBuildConfig, build_base
-    from medmerge.config import build_config, parse_set_overrides
 
     overrides = {
         "out": args.out,
@@ -47,7 +58,7 @@ def _cmd_base_build(args: argparse.Namespace) -> int:
         "pretrain_steps": args.pretrain_steps,
         "force": args.force or None,
     }
-    cfg = build_config(BaseBuildConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    cfg = _stage_config(BaseBuildConfig, args, overrides)
     build_base(cfg)
     return 0
 
@@ -68,7 +79,6 @@ def _add_base(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.train import TrainConfig, train
 
     overrides = {
@@ -82,7 +92,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "force": args.force or None,
     }
-    cfg = build_config(TrainConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    cfg = _stage_config(TrainConfig, args, overrides)
     train(cfg)
     return 0
 
@@ -116,7 +126,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.merge import MergeConfig, run_merge
 
     overrides = {
@@ -133,12 +142,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         "verify": False if args.no_verify else None,
         "allow_pickle": args.allow_pickle or None,
     }
-    cfg = build_config(
-        MergeConfig,
-        args.config,
-        {**overrides, **parse_set_overrides(args.set)},
-        section=args.section,
-    )
+    cfg = _stage_config(MergeConfig, args, overrides)
     return run_merge(cfg)
 
 
@@ -175,7 +179,6 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.verify import VerifyConfig, run_verify
 
     overrides = {
@@ -190,12 +193,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         "report": args.report,
         "allow_pickle": args.allow_pickle or None,
     }
-    cfg = build_config(
-        VerifyConfig,
-        args.config,
-        {**overrides, **parse_set_overrides(args.set)},
-        section=args.section,
-    )
+    cfg = _stage_config(VerifyConfig, args, overrides)
     return run_verify(cfg)
 
 
@@ -304,7 +302,6 @@ def _decoding_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _cmd_eval_gen(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.eval import GenEvalConfig, run_gen_eval
 
     overrides = {
@@ -314,17 +311,11 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
         "format": args.format,
         "language": args.language,
     }
-    cfg = build_config(
-        GenEvalConfig,
-        args.config,
-        {**overrides, **parse_set_overrides(args.set)},
-        section=args.section,
-    )
+    cfg = _stage_config(GenEvalConfig, args, overrides)
     return run_gen_eval(cfg)
 
 
 def _cmd_eval_mcq(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.eval import McqEvalConfig, run_mcq_eval
 
     overrides = {
@@ -341,17 +332,11 @@ def _cmd_eval_mcq(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "max_new_tokens": args.max_new_tokens,
     }
-    cfg = build_config(
-        McqEvalConfig,
-        args.config,
-        {**overrides, **parse_set_overrides(args.set)},
-        section=args.section,
-    )
+    cfg = _stage_config(McqEvalConfig, args, overrides)
     return run_mcq_eval(cfg)
 
 
 def _cmd_eval_safety(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.eval import SafetyConfig, run_safety_eval
 
     models = [{"model": path} for path in args.model or []] or None
@@ -367,12 +352,7 @@ def _cmd_eval_safety(args: argparse.Namespace) -> int:
         "out": args.out,
         "force": args.force or None,
     }
-    cfg = build_config(
-        SafetyConfig,
-        args.config,
-        {**overrides, **parse_set_overrides(args.set)},
-        section=args.section,
-    )
+    cfg = _stage_config(SafetyConfig, args, overrides)
     return run_safety_eval(cfg)
 
 
@@ -456,7 +436,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.eval import ScoreConfig, run_score
 
     overrides = {
@@ -468,7 +447,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         "tokenizer": args.tokenizer,
         "force": args.force or None,
     }
-    cfg = build_config(ScoreConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    cfg = _stage_config(ScoreConfig, args, overrides)
     return run_score(cfg)
 
 
@@ -511,11 +490,10 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.sweep.diagnose import DiagnoseConfig, run_diagnose
 
     overrides = {"out": args.out, "force": args.force or None}
-    cfg = build_config(DiagnoseConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    cfg = _stage_config(DiagnoseConfig, args, overrides)
     return run_diagnose(cfg)
 
 
@@ -529,7 +507,6 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_audit_leakage(args: argparse.Namespace) -> int:
     from medmerge.audit.leakage import AuditConfig, run_audit
-    from medmerge.config import build_config, parse_set_overrides
 
     overrides = {
         "train": args.train,
@@ -540,7 +517,7 @@ def _cmd_audit_leakage(args: argparse.Namespace) -> int:
         "out": args.out,
         "force": args.force or None,
     }
-    cfg = build_config(AuditConfig, args.config, {**overrides, **parse_set_overrides(args.set)})
+    cfg = _stage_config(AuditConfig, args, overrides)
     return run_audit(cfg)
 
 
@@ -578,13 +555,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from medmerge.config import build_config, parse_set_overrides
     from medmerge.pipeline import PipelineConfig, run_pipeline
 
     overrides = {"out": args.out}
-    cfg = build_config(
-        PipelineConfig, args.config_file, {**overrides, **parse_set_overrides(args.set)}
-    )
+    cfg = _stage_config(PipelineConfig, args, overrides, config_file=args.config_file)
     return run_pipeline(cfg)
 
 
