@@ -56,6 +56,23 @@ def run(name: str, argv: list[str], timings: dict[str, float]) -> None:
         sys.exit(f"gpu_smoke: stage {name} failed with exit status {result.returncode}")
 
 
+TEMPLATE = ["--template", "qwen3", "--no-enable-thinking"]  # as the SFT config trains
+
+
+def gen_eval_args(out: Path, name: str, items: int, max_new_tokens: str) -> list[str]:
+    """`eval gen` of the merged checkpoint on MeQSum, greedy, into out/name."""
+    args = [
+        "eval",
+        "gen",
+        "--model",
+        str(out / "merged"),
+        "--data",
+        "data/qa_en/meqsum_sample.jsonl",
+    ]
+    args += ["--limit", str(items), "--preset", "A", "--max-new-tokens", max_new_tokens]
+    return [*args, *TEMPLATE, "--out", str(out / name)]
+
+
 def train_args(stage: str, out: Path, dry_run: bool) -> list[str]:
     overrides = {
         "max_steps": 4 if dry_run else 30,
@@ -136,81 +153,19 @@ def main() -> None:
             str(out / "base"),
             "--merged",
             str(out / "merged"),
-            "--template",
-            "qwen3",
-            "--no-enable-thinking",
+            *TEMPLATE,
         ],
         timings,
     )
     items = 8 if args.dry_run else 64
-    run(
-        "eval_gen",
-        [
-            "eval",
-            "gen",
-            "--model",
-            str(out / "merged"),
-            "--data",
-            "data/qa_en/meqsum_sample.jsonl",
-            "--limit",
-            str(items),
-            "--preset",
-            "A",
-            "--max-new-tokens",
-            "16" if args.dry_run else "128",
-            "--template",
-            "qwen3",
-            "--no-enable-thinking",
-            "--out",
-            str(out / "eval_gen"),
-        ],
-        timings,
-    )
-    run(
-        "eval_mcq",
-        [
-            "eval",
-            "mcq",
-            "--model",
-            str(out / "merged"),
-            "--data",
-            "data/mcq_en/dev_HEAD_EN.json",
-            "--limit",
-            str(4 * items),
-            "--template",
-            "qwen3",
-            "--no-enable-thinking",
-            "--out",
-            str(out / "eval_mcq"),
-        ],
-        timings,
-    )
+    max_new = "16" if args.dry_run else "128"
+    run("eval_gen", gen_eval_args(out, "eval_gen", items, max_new), timings)
+    mcq = ["eval", "mcq", "--model", str(out / "merged"), "--data", "data/mcq_en/dev_HEAD_EN.json"]
+    mcq += ["--limit", str(4 * items), *TEMPLATE, "--out", str(out / "eval_mcq")]
+    run("eval_mcq", mcq, timings)
     if not args.dry_run and _vllm_present():
-        run(
-            "eval_gen_vllm",
-            [
-                "eval",
-                "gen",
-                "--backend",
-                "vllm",
-                "--model",
-                str(out / "merged"),
-                "--data",
-                "data/qa_en/meqsum_sample.jsonl",
-                "--limit",
-                str(items),
-                "--preset",
-                "A",
-                "--max-new-tokens",
-                "128",
-                "--template",
-                "qwen3",
-                "--no-enable-thinking",
-                "--out",
-                str(out / "eval_gen_vllm"),
-            ],
-            timings,
-        )
+        vllm_args = gen_eval_args(out, "eval_gen_vllm", items, max_new)
+        run("eval_gen_vllm", [*vllm_args, "--backend", "vllm"], timings)
     report(out, timings, items)
 
 

@@ -22,6 +22,10 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _train_args(base, data, out) -> list[str]:
+    return ["train", "pt", "--base", str(base), "--data", str(data), "--out", str(out)]
+
+
 def _merge_args(base, pt, sft, out) -> list[str]:
     return [
         "merge",
@@ -272,16 +276,7 @@ def test_disk_full_during_merge_leaves_nothing_finished(tiny_base, adapters, tmp
 
 def test_disk_full_during_training_leaves_nothing_finished(tiny_base, adapters, tmp_path):
     out = tmp_path / "a"
-    argv = [
-        "train",
-        "pt",
-        "--base",
-        str(tiny_base),
-        "--data",
-        str(adapters["texts"]),
-        "--out",
-        str(out),
-    ]
+    argv = _train_args(tiny_base, adapters["texts"], out)
     result = run_cli(
         *argv, "--max-steps", "2", "--set", "cutoff_len=32", preexec=_limit_file_size(20_000)
     )
@@ -303,16 +298,7 @@ def _kill_when(args: list[str], ready, sig: int, timeout: float = 240) -> subpro
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_killed_training_resumes(sig, tiny_base, adapters, tmp_path):
     out = tmp_path / "pt"
-    argv = [
-        "train",
-        "pt",
-        "--base",
-        str(tiny_base),
-        "--data",
-        str(adapters["texts"]),
-        "--out",
-        str(out),
-    ]
+    argv = _train_args(tiny_base, adapters["texts"], out)
     argv += [
         "--max-steps",
         "40",
