@@ -21,7 +21,7 @@ from pydantic import Field
 from medmerge.audit.leakage import AuditConfig, run_audit
 from medmerge.base import BaseBuildConfig, build_base
 from medmerge.config import StageConfig, build_config
-from medmerge.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from medmerge.manifest import MANIFEST_NAME, sha256_file, write_manifest
 from medmerge.merge import MergeConfig, run_merge
 from medmerge.report.build import ReportConfig, build_report
 from medmerge.sweep import SweepConfig, run_sweep
@@ -90,24 +90,12 @@ def _record(stage: Stage, stages: dict[str, Stage]) -> dict[str, Any]:
     }
 
 
-def _legacy_same_config(stage: Stage) -> bool:
-    """demo.py's check, for run folders made before stage records existed."""
-    manifest = read_manifest(stage.artifact) if stage.artifact.is_dir() else None
-    if not manifest or not isinstance(manifest.get("config"), dict):
-        return False
-    recorded = {k: v for k, v in manifest["config"].items() if k not in _RUN_ONLY_KEYS}
-    return recorded == stage.cfg.model_dump(exclude=set(_RUN_ONLY_KEYS))
-
-
 def _run_stage(stage: Stage, stages: dict[str, Stage], records: Path) -> None:
     record_path = records / f"{stage.name}.json"
     wanted = _record(stage, stages)
     recorded = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else None
     done = _artifact_done(stage.artifact)
-    if done and (
-        recorded == json.loads(json.dumps(wanted, default=str))
-        or (recorded is None and _legacy_same_config(stage))
-    ):
+    if done and recorded == json.loads(json.dumps(wanted, default=str)):
         print(f"[{stage.name}] reusing {stage.artifact} (same inputs)")
         record_path.write_text(json.dumps(wanted, indent=1, default=str), "utf-8")
         return
