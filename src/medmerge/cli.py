@@ -241,6 +241,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int)
+    _vllm_flags(p)
     p.add_argument("--template", help="chat template: qwen3, qwen3_nothink, chatml, default")
     p.add_argument(
         "--enable-thinking",
@@ -259,8 +260,27 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
+def _vllm_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tensor-parallel-size", type=int, help="vllm: GPUs one model is split over (default 1)"
+    )
+    p.add_argument(
+        "--gpu-memory-utilization", type=float, help="vllm: share of GPU memory (default 0.9)"
+    )
+    p.add_argument("--max-model-len", type=int, help="vllm: context length (default the model's)")
+
+
+def _vllm_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "max_model_len": args.max_model_len,
+    }
+
+
 def _model_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {
+        **_vllm_overrides(args),
         "model": args.model,
         "base": args.base,
         "adapters": args.adapter,
@@ -344,6 +364,7 @@ def _cmd_eval_safety(args: argparse.Namespace) -> int:
         **_decoding_overrides(args),
         "models": models,
         "prompts": args.prompts,
+        **_vllm_overrides(args),
         "backend": args.backend,
         "device": args.device,
         "template": args.template,
@@ -419,6 +440,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     )
     safety.add_argument("--backend", choices=["hf", "vllm"])
     safety.add_argument("--device")
+    _vllm_flags(safety)
     safety.add_argument("--template")
     safety.add_argument(
         "--enable-thinking",
@@ -472,7 +494,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from medmerge.sweep import run_sweep
     from medmerge.sweep.config import build_sweep_config
 
-    overrides = {"out": args.out, "progress": False if args.no_progress else None}
+    overrides = {
+        **_vllm_overrides(args),
+        "out": args.out,
+        "backend": args.backend,
+        "progress": False if args.no_progress else None,
+    }
     cfg = build_sweep_config(args.config_file, {**overrides, **parse_set_overrides(args.set)})
     return run_sweep(cfg)
 
@@ -483,6 +510,10 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         "config_file", metavar="CONFIG.yaml", help="sweep config (see configs/sweep.yaml)"
     )
     p.add_argument("--out", help="sweep folder; finished points in it are skipped")
+    p.add_argument(
+        "--backend", choices=["hf", "vllm"], help="vllm: each point as one merged LoRA adapter"
+    )
+    _vllm_flags(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
     _add_common(p, config=False)

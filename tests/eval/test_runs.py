@@ -175,14 +175,3 @@ def test_gen_eval_then_score_agree(tiny_base, repo, tmp_path):
                 predictions=str(tmp_path / "gen/predictions.jsonl"), out=str(tmp_path / "score")
             )
         )
-
-
-def test_vllm_missing_is_a_clear_error(tiny_base):
-    pytest.importorskip("pytest")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        from medmerge.eval.backends import VLLMBackend
-
-        with pytest.raises(ConfigError, match=r"medmerge\[vllm\]"):
-            VLLMBackend(ModelSpec(model=str(tiny_base)))

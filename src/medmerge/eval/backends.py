@@ -2,7 +2,8 @@
 
 HFBackend runs transformers on CPU or GPU, for a model folder or a base with adapters
 applied in memory at their weights (medmerge.merge's exact in-memory merge; no export).
-VLLMBackend (optional extra medmerge[vllm]) runs a model folder.
+VLLMBackend (eval/vllm_backend.py, the optional extra medmerge[vllm]) runs a model folder,
+or the base with the merge as one exact LoRA adapter through vLLM's LoRA support.
 
 Log-likelihood follows lm-evaluation-harness: context + continuation are tokenized
 together and the continuation is the tokens after the first len(tokenize(context)) ones;
@@ -19,8 +20,8 @@ from typing import Any, Protocol
 
 import torch
 
-from medmerge.errors import ConfigError, ModelError
-from medmerge.eval.config import ModelSpec
+from medmerge.errors import ModelError
+from medmerge.eval.config import EngineSettings, ModelSpec
 from medmerge.manifest import model_identity
 
 
@@ -46,6 +47,15 @@ class Backend(Protocol):
     def generate(
         self, prompts: Sequence[str], decoding: dict[str, Any], stop_ids: Sequence[int]
     ) -> list[Generation]: ...
+
+
+def decode_generation(tokenizer: Any, ids: Sequence[int], stop_ids: Sequence[int]) -> Generation:
+    """The text of generated `ids` up to (not including) the first stop token."""
+    stops = set(stop_ids)
+    cut = next((i for i, t in enumerate(ids) if t in stops), None)
+    kept = list(ids if cut is None else ids[:cut])
+    text = tokenizer.decode(kept, skip_special_tokens=False)
+    return Generation(text=text, tokens=len(kept), stopped=cut is not None)
 
 
 def continuation_split(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], int]:
@@ -283,85 +293,19 @@ class HFBackend:
             **extra,
         )
         new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
-        return [self._decode(ids, set(stop_ids)) for ids in new_tokens]
-
-    def _decode(self, ids: list[int], stops: set[int]) -> Generation:
-        cut = next((i for i, t in enumerate(ids) if t in stops), None)
-        kept = ids if cut is None else ids[:cut]
-        text = self.tokenizer.decode(kept, skip_special_tokens=False)
-        return Generation(text=text, tokens=len(kept), stopped=cut is not None)
+        return [decode_generation(self.tokenizer, ids, stop_ids) for ids in new_tokens]
 
 
-class VLLMBackend:
-    """vLLM for a model folder (adapters must be merged first); the optional medmerge[vllm]."""
+def load_backend(spec: ModelSpec, engine: EngineSettings, adapters: Sequence[Any] = ()) -> Backend:
+    """The backend `engine.backend` names, set up from a stage config's engine settings."""
+    if engine.backend == "vllm":
+        from medmerge.eval.vllm_backend import VLLMBackend
 
-    def __init__(self, spec: ModelSpec, dtype: str = "auto", **_: Any) -> None:
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise ConfigError(
-                "backend 'vllm' needs vLLM, which is not installed; pip install 'medmerge[vllm]' "
-                "or use --backend hf"
-            ) from None
-        if spec.model is None:
-            raise ConfigError(
-                "backend 'vllm' runs a model folder; export the merge first (medmerge merge "
-                "--export full) or use --backend hf, which applies adapters in memory"
-            )
-        names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}
-        self.llm = LLM(model=spec.model, dtype=names[dtype], enable_prefix_caching=True)
-        self.tokenizer = self.llm.get_tokenizer()
-        self.identity = {**model_source_identity(spec), "backend": "vllm", "dtype": dtype}
-
-    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[float]:
-        from vllm import SamplingParams
-
-        encoded = [continuation_split(self.tokenizer, r.context, r.continuation) for r in requests]
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
-        prompts = [{"prompt_token_ids": ids} for ids, _ in encoded]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        scores = []
-        for (ids, n_cont), output in zip(encoded, outputs, strict=True):
-            steps = output.prompt_logprobs[len(ids) - n_cont :]
-            scores.append(
-                sum(step[t].logprob for step, t in zip(steps, ids[-n_cont:], strict=True))
-            )
-        return scores
-
-    def generate(
-        self, prompts: Sequence[str], decoding: dict[str, Any], stop_ids: Sequence[int]
-    ) -> list[Generation]:
-        from vllm import SamplingParams
-
-        sampling = bool(decoding.get("do_sample"))
-        params = SamplingParams(
-            temperature=float(decoding["temperature"]) if sampling else 0.0,
-            top_p=float(decoding["top_p"]) if sampling else 1.0,
-            top_k=int(decoding.get("top_k") or -1) if sampling else -1,
-            max_tokens=int(decoding["max_new_tokens"]),
-            seed=int(decoding.get("seed", 0)),
-            stop_token_ids=list(stop_ids),
-            skip_special_tokens=False,
-        )
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
-        return [
-            Generation(
-                o.outputs[0].text,
-                len(o.outputs[0].token_ids) - (o.outputs[0].finish_reason == "stop"),
-                o.outputs[0].finish_reason == "stop",
-            )
-            for o in outputs
-        ]
-
-
-def load_backend(
-    spec: ModelSpec,
-    backend: str,
-    device: str,
-    dtype: str,
-    batch_size: int,
-    adapters: Sequence[Any] = (),
-) -> Backend:
-    if backend == "vllm":
-        return VLLMBackend(spec, dtype=dtype)
-    return HFBackend(spec, device=device, dtype=dtype, batch_size=batch_size, adapters=adapters)
+        return VLLMBackend(spec, engine, adapters)
+    return HFBackend(
+        spec,
+        device=engine.device,
+        dtype=engine.dtype,
+        batch_size=engine.batch_size,
+        adapters=adapters,
+    )

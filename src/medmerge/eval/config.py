@@ -63,7 +63,33 @@ class ModelSpec(StageConfig):
         return self
 
 
-class EvalCommon(StageConfig):
+class EngineSettings(StageConfig):
+    """How a model runs: the backend, and vLLM's engine settings when the backend is vllm."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    device: str = "auto"  # hf: auto is cuda when available, else cpu
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    batch_size: int = Field(default=8, ge=1)  # hf; vLLM schedules its own batches
+    tensor_parallel_size: int = Field(default=1, ge=1)  # vllm: GPUs one model is split over
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vllm (None: 0.9)
+    max_model_len: int | None = Field(default=None, ge=1)  # vllm (None: the model's own)
+
+    @model_validator(mode="after")
+    def _vllm_settings_need_vllm(self) -> EngineSettings:
+        given = [
+            name
+            for name in ("gpu_memory_utilization", "max_model_len")
+            if getattr(self, name) is not None
+        ]
+        given += ["tensor_parallel_size"] if self.tensor_parallel_size != 1 else []
+        if self.backend != "vllm" and given:
+            raise ValueError(
+                f"{', '.join(given)} apply to backend vllm only; set backend vllm or drop them"
+            )
+        return self
+
+
+class EvalCommon(EngineSettings):
     """Fields every command that runs a model shares."""
 
     path_fields = ("model", "base", "adapters", "data", "out", "few_shot_data")
@@ -72,10 +98,6 @@ class EvalCommon(StageConfig):
     base: str | None = None
     adapters: list[AdapterWeight] = Field(default_factory=list)
     method: str = "linear"
-    backend: Literal["hf", "vllm"] = "hf"
-    device: str = "auto"  # auto: cuda when available, else cpu
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = Field(default=8, ge=1)
     template: str = "qwen3_nothink"
     enable_thinking: bool = False
     allow_template_mismatch: bool = False
@@ -138,17 +160,13 @@ class ScoreConfig(StageConfig):
     markers: list[str] | None = None
 
 
-class SafetyConfig(StageConfig):
+class SafetyConfig(EngineSettings):
     """`medmerge eval safety`: the bundled safety prompts answered by each model side by side."""
 
     path_fields = ("prompts", "out")
 
     models: list[ModelSpec] = Field(min_length=1)
     prompts: str | None = None  # default: the bundled resources/safety_prompts.jsonl
-    backend: Literal["hf", "vllm"] = "hf"
-    device: str = "auto"
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = Field(default=8, ge=1)
     template: str = "qwen3_nothink"
     enable_thinking: bool = False
     allow_template_mismatch: bool = False

@@ -66,7 +66,7 @@ def open_model(cfg: Any, spec: ModelSpec) -> tuple[Backend, list[str]]:
     mismatches = template_check(
         spec, adapters, cfg.template, cfg.enable_thinking, cfg.allow_template_mismatch
     )
-    backend = load_backend(spec, cfg.backend, cfg.device, cfg.dtype, cfg.batch_size, adapters)
+    backend = load_backend(spec, cfg, adapters)
     return backend, mismatches
 
 

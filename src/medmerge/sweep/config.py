@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from medmerge.config import StageConfig, _resolve_paths, build_config, read_yaml
-from medmerge.eval.config import Decoding
+from medmerge.eval.config import Decoding, EngineSettings
 
 
 class SweepAdapter(StageConfig):
@@ -77,8 +77,12 @@ class SweepSuites(StageConfig):
     mcq: list[McqSuite] = Field(default_factory=list)
 
 
-class SweepConfig(StageConfig):
-    """`medmerge sweep`: every grid point evaluated with the base loaded once (no export)."""
+class SweepConfig(EngineSettings):
+    """`medmerge sweep`: every grid point evaluated with the base loaded once (no export).
+
+    backend hf applies each point's merged delta to the weights in memory; backend vllm
+    serves each point as one exact merged LoRA adapter on the base loaded once in vLLM.
+    """
 
     path_fields = ("base", "adapters", "out")
 

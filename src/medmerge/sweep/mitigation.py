@@ -4,7 +4,8 @@ As the study's follow-up did inside vLLM: every generation step, the logits of `
 `</think>` (and, optionally, reasoning markers that are one token, such as "Therefore" or
 "首先") are reduced by gamma before sampling. `ThinkPenalty` is a transformers
 LogitsProcessor; `think_penalty` applies the same shift through a forward hook on the
-output layer, so the existing evaluation backend uses it without a change.
+output layer, so the existing evaluation backend uses it without a change; the vLLM
+backend takes it as a logit bias of -gamma on those tokens (`backend_think_penalty`).
 """
 
 from __future__ import annotations
@@ -73,3 +74,20 @@ def think_penalty(model: torch.nn.Module, token_ids: Sequence[int], gamma: float
         yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def backend_think_penalty(backend: Any, token_ids: Sequence[int], gamma: float) -> Iterator[None]:
+    """`think_penalty` on either backend: vLLM's as a logit bias, transformers' as a hook.
+
+    vLLM adds a logit bias before temperature and top-p, as the hook's shift comes first.
+    """
+    if not hasattr(backend, "logit_bias"):
+        with think_penalty(backend.model, token_ids, gamma):
+            yield
+        return
+    backend.logit_bias = {int(i): -float(gamma) for i in token_ids} if gamma else {}
+    try:
+        yield
+    finally:
+        backend.logit_bias = {}

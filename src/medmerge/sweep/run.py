@@ -1,23 +1,28 @@
 """`medmerge sweep`: load the base once, move through the weight grid in memory, evaluate.
 
-Each grid point's merged delta is applied with merge's exact `apply_merged_delta` and undone
-with `restore_weights`; no checkpoint is written. Every finished cell (a weight point under
-one template and, for generation, one decoding) is saved to points/ as it completes, so a
-rerun skips it. The table, Pareto front and recommendation are rewritten at the end.
+With backend hf, each grid point's merged delta is applied with merge's exact
+`apply_merged_delta` and undone with `restore_weights`; with backend vllm, each point is
+exported as one exact merged LoRA adapter (a few MB) and served on the base vLLM loaded once.
+No checkpoint is written. Every finished cell (a weight point under one template and, for
+generation, one decoding) is saved to points/ as it completes, so a rerun skips it. The
+table, Pareto front and recommendation are rewritten at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medmerge.eval.backends import HFBackend
+from medmerge.eval.backends import Backend, HFBackend
 from medmerge.eval.config import ModelSpec
 from medmerge.eval.session import template_check
+from medmerge.eval.vllm_backend import VLLMBackend
 from medmerge.manifest import model_identity, sha256_json, write_manifest
 from medmerge.merge import WeightPlan, apply_merged_delta, load_adapter, restore_weights
 from medmerge.progress import progress_bar
@@ -87,13 +92,53 @@ def _cells(cfg: SweepConfig, weights: tuple[float, ...]) -> list[dict[str, Any]]
 
 
 def _inputs(cfg: SweepConfig, adapters: list) -> dict[str, Any]:
-    return {
+    inputs = {
         "base": model_identity(cfg.base),
         "adapters": [a.hashes() for a in adapters],
         "method": cfg.method,
         "dtype": cfg.dtype,
         "device": cfg.device,
     }
+    if cfg.backend != "hf":  # hf sweeps keep the keys (and finished points) they had before
+        inputs["engine"] = {
+            "backend": cfg.backend,
+            "tensor_parallel_size": cfg.tensor_parallel_size,
+            "max_model_len": cfg.max_model_len,
+        }
+    return inputs
+
+
+def _open_backend(cfg: SweepConfig, adapters: list) -> Backend:
+    """The base, loaded once: in transformers (deltas applied per point) or in vLLM."""
+    if cfg.backend == "vllm":
+        first = cfg.weight_points()[0]
+        spec = ModelSpec(
+            base=cfg.base,
+            adapters=[
+                {"path": a.path, "weight": w} for a, w in zip(cfg.adapters, first, strict=True)
+            ],
+            method=cfg.method,
+        )
+        return VLLMBackend(spec, cfg, adapters)
+    return HFBackend(
+        ModelSpec(base=cfg.base), device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
+    )
+
+
+@contextlib.contextmanager
+def _merged_at(
+    backend: Backend, adapters: list, weights: tuple[float, ...], method: str
+) -> Iterator[None]:
+    """Inside the block the backend runs base + the merge at `weights`."""
+    if isinstance(backend, VLLMBackend):
+        backend.use_weights(weights)
+        yield
+        return
+    originals = apply_merged_delta(backend.model, adapters, WeightPlan(weights), method)
+    try:
+        yield
+    finally:
+        restore_weights(backend.model, originals)
 
 
 def run_sweep(cfg: SweepConfig) -> int:
@@ -116,19 +161,15 @@ def run_sweep(cfg: SweepConfig) -> int:
         f"({sum(len(_cells(cfg, w)) for w in points) - remaining} already done) -> {out}"
     )
     if remaining:
-        backend = HFBackend(spec, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+        backend = _open_backend(cfg, adapters)
         with progress_bar(remaining, "sweep", enabled=cfg.progress) as bar:
             for weights, cells in todo.items():
                 if not cells:
                     continue
-                plan = WeightPlan(weights)
-                originals = apply_merged_delta(backend.model, adapters, plan, cfg.method)
-                try:
+                with _merged_at(backend, adapters, weights, cfg.method):
                     for cell in cells:
                         store.put(cell, _evaluate_cell(backend, cfg, cell, gens, mcqs))
                         bar.advance(1)
-                finally:
-                    restore_weights(backend.model, originals)
     rows = collect_rows(cfg, store)
     write_outputs(cfg, out, rows, started)
     return 0
