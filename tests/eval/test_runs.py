@@ -70,7 +70,7 @@ def test_loglik_recomputed_with_stock_transformers(tiny_base, repo, tmp_path):
     assert results["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / 6)
     assert results["per_subject"]["anatomy"]["n"] == 5
     meta = json.loads((out / "run_meta.json").read_text())
-    assert meta["model"]["model"]["weights_sha256"] and meta["data"]
+    assert meta["model"]["model"]["weights_digest"] and meta["data"]
 
 
 def test_batched_greedy_equals_one_by_one(tiny_base):

@@ -7,7 +7,6 @@ lays out the header first (the plan is known from the base) and then streams eac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import queue
 import struct
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from medmerge.errors import ModelError
+from medmerge.manifest import weights_digest_of, weights_hasher
 
 INDEX_NAME = "model.safetensors.index.json"
 _COPY_CHUNK = 1 << 24
@@ -192,7 +192,7 @@ def write_shard(
     payloads: Iterable[Payload],
     written: Callable[[torch.Tensor], None] | None = None,
 ) -> str:
-    """Write one safetensors file tensor by tensor; returns the file's sha256.
+    """Write one safetensors file tensor by tensor; returns the file's digest (manifest.py).
 
     Hashing and writing run in a thread while the caller computes the next payload;
     `written(tensor)` is called (in that thread) once a tensor payload is on disk.
@@ -216,7 +216,7 @@ def write_shard(
                 writer.put(spec, payload)
         finally:
             writer.close()
-    return writer.digest.hexdigest()
+    return weights_digest_of(writer.digest)
 
 
 class _ShardWriter:
@@ -224,7 +224,7 @@ class _ShardWriter:
 
     def __init__(self, handle, written: Callable[[torch.Tensor], None] | None):
         self.handle, self.written = handle, written
-        self.digest = hashlib.sha256()
+        self.digest = weights_hasher()
         self.errors: list[BaseException] = []
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.thread = threading.Thread(target=self._drain, daemon=True)

@@ -9,7 +9,7 @@ from medmerge.merge.adapters import Adapter
 from medmerge.merge.checkpoint import Checkpoint
 from medmerge.merge.config import MergeConfig
 
-_IDENTITY_KEYS = ("config_sha256", "weights_sha256")
+_IDENTITY_KEYS = ("config_sha256", "weights_digest")
 
 
 def recorded_base_mismatch(adapter: Adapter, identity: dict[str, str]) -> str | None:

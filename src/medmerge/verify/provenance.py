@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medmerge.manifest import sha256_file
+from medmerge.manifest import file_matches
 from medmerge.merge.adapters import Adapter
 from medmerge.merge.preflight import recorded_base_mismatch
 
@@ -65,7 +65,7 @@ def check_own_files(merged: Path, manifest: dict[str, Any] | None) -> list[str]:
     files = ((manifest or {}).get("outputs") or {}).get("files") or {}
     for name, digest in sorted(files.items()):
         path = merged / name
-        if not path.is_file() or sha256_file(path) != digest:
+        if not path.is_file() or not file_matches(path, digest):
             return [
                 f"folder overwritten: {merged / name} is not the file its merge manifest recorded "
                 "(another run wrote into this folder); re-run the merge into a fresh --out"
