@@ -665,6 +665,19 @@ def _environment_write_error(exc: BaseException) -> str | None:
     return None
 
 
+_STREAMING_COMMANDS = {"merge", "verify"}
+
+
+def _idle_threads_sleep() -> None:
+    """Let torch's idle OpenMP threads sleep instead of spinning (before torch is imported).
+
+    merge and verify overlap torch arithmetic with reader, writer and hashing threads; spinning
+    OpenMP workers took about a fifth of the CPU from those threads on 2 cores (perf, 1.8 B merge).
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _quiet_libraries() -> None:
     """Keep library chatter (load bars, deprecation notes) out of the user's terminal."""
     import warnings
@@ -683,6 +696,8 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in _STREAMING_COMMANDS:
+        _idle_threads_sleep()
     _quiet_libraries()
     try:
         return int(args.func(args) or 0)
