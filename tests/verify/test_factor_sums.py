@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from medmerge.merge.adapters import Adapter, LoraFactors
-from medmerge.merge.delta import WeightPlan, adapter_deltas, intended_delta, merged_weight
+from medmerge.merge import delta as delta_module
+from medmerge.merge.delta import (
+    WeightPlan,
+    adapter_deltas,
+    exact_merged,
+    intended_delta,
+    merged_weight,
+)
+from medmerge.verify import tensors as tensors_module
 from medmerge.merge.methods import MethodParams
 from medmerge.verify.tensors import FitSums, check_touched
 
@@ -37,12 +45,18 @@ def _adapters(generator, transpose: bool) -> list[Adapter]:
 
 @pytest.mark.parametrize("transpose", [False, True])
 @pytest.mark.parametrize("made_with", [(0.3, 0.7), (0.25, 0.8)])
-def test_factor_sums_equal_dense_sums(transpose, made_with):
+@pytest.mark.parametrize("rows_per_block", [None, 3])  # 3: many blocks and a ragged last one
+def test_factor_sums_equal_dense_sums(transpose, made_with, rows_per_block, monkeypatch):
+    if rows_per_block is not None:
+        monkeypatch.setattr(delta_module, "_BLOCK_BYTES", 8 * 56 * rows_per_block)
+        monkeypatch.setattr(tensors_module, "_BLOCK_BYTES", 8 * 56 * rows_per_block)
     generator = torch.Generator().manual_seed(1)
     adapters = _adapters(generator, transpose)
     base = (torch.randn(40, 56, generator=generator) * 0.02).to(torch.bfloat16)
     plan = WeightPlan((0.3, 0.7))
     merged = merged_weight(NAME, adapters, WeightPlan(made_with), base, torch.bfloat16)
+    whole = exact_merged(NAME, adapters, WeightPlan(made_with), base).to(torch.bfloat16)
+    assert torch.equal(merged, whole)  # rounded by blocks of rows == the whole tensor at once
     fit = FitSums.empty(2)
     result = check_touched(NAME, base, merged, adapters, plan, "linear", MethodParams(), fit)
 
@@ -54,6 +68,10 @@ def test_factor_sums_equal_dense_sums(transpose, made_with):
     assert torch.allclose(fit.gram, dense.gram, rtol=1e-10)
     assert torch.allclose(fit.rhs, dense.rhs, rtol=1e-5)
     assert fit.energy == pytest.approx(dense.energy, rel=1e-6)
+    exact = base.double() + intended
+    assert fit.noise == pytest.approx(
+        float(((exact.to(torch.bfloat16).double() - exact) ** 2).sum())
+    )
     norm2 = float((intended * intended).sum())
     assert result.retention == pytest.approx(float((change * intended).sum()) / norm2, rel=1e-5)
     error = float((change - intended).norm()) / norm2**0.5

@@ -112,13 +112,47 @@ def merged_weight(
 ) -> torch.Tensor:
     """round(W + delta) in `out_dtype`, rounded once from fp64.
 
-    With `scratch`, the fp64 working copy is a reused buffer and the result is one of its
+    With `scratch`, the working copies are reused buffers and the result is one of its
     output buffers (give it back with `scratch.release` once written).
     """
+    stacked = linear_factors(name, adapters, plan) if method == "linear" else None
+    if stacked is not None and base.dim() == 2:
+        scratch = scratch or Scratch()
+        return _rounded_by_rows(base, *stacked, out_dtype, scratch)
     exact = exact_merged(name, adapters, plan, base, method, params, scratch)
     if scratch is None:
         return exact.to(out_dtype)
     return scratch.output(tuple(base.shape), out_dtype).copy_(exact)
+
+
+_BLOCK_BYTES = 4 << 20  # fp64 rows per step: the copy, matmul and rounding stay in cache
+
+
+def _rounded_by_rows(
+    base: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    transpose: bool,
+    out_dtype: torch.dtype,
+    scratch: Scratch,
+) -> torch.Tensor:
+    """round(W + B @ A) (or its transpose) made a block of rows at a time in fp64.
+
+    The same per-element arithmetic as `exact_merged` (one fp64 matmul added onto W,
+    rounded once) without an fp64 copy of the whole tensor: memory traffic and fresh
+    pages follow the block, not the tensor.
+    """
+    left, right = (A.T, B.T) if transpose else (B, A)  # W + left @ right
+    rows, cols = base.shape
+    step = max(1, _BLOCK_BYTES // (8 * cols))
+    block = scratch.work("rows", (min(step, rows), cols), torch.float64)
+    out = scratch.output((rows, cols), out_dtype)
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        part = block[: stop - start]
+        part.copy_(base[start:stop]).addmm_(left[start:stop], right)
+        out[start:stop].copy_(part)
+    return out
 
 
 def exact_merged(
@@ -201,13 +235,16 @@ def apply_merged_delta(
     plan = weights if isinstance(weights, WeightPlan) else WeightPlan(tuple(weights))
     parameters = dict(model.named_parameters())
     originals: dict[str, torch.Tensor] = {}
+    scratch = Scratch()
     for name in sorted(all_touched(adapters)):
         if name not in parameters:
             raise KeyError(f"{name}: adapter tensor has no parameter of that name in the model")
         param = parameters[name]
         base = param.detach().cpu()
         originals[name] = param.detach().clone()
-        param.copy_(merged_weight(name, adapters, plan, base, param.dtype, method, params))
+        merged = merged_weight(name, adapters, plan, base, param.dtype, method, params, scratch)
+        param.copy_(merged)
+        scratch.release(merged)
     return originals
 
 

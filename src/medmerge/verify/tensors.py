@@ -14,9 +14,9 @@ from medmerge.merge.delta import (
     WeightPlan,
     adapter_deltas,
     all_touched,
-    exact_merged,
     intended_delta,
     is_lora_only,
+    linear_factors,
 )
 from medmerge.merge.methods import MethodParams
 
@@ -116,30 +116,39 @@ def _check_lora(
     fit: FitSums,
     scratch: Scratch,
 ) -> TensorResult:
-    """The linear LoRA case without a dense delta per adapter.
+    """The linear LoRA case without a dense delta per adapter, a block of rows at a time.
 
-    x = W + sum_i w_i d_i is made once in fp64 (as the merge makes it) and rounded for the
-    ulp check; everything else is inner products. With r = W' - x and d_i = s_i B_i A_i:
+    x = W + sum_i w_i d_i is made in fp64 (as the merge makes it) and rounded for the ulp
+    check; everything else is inner products. With r = W' - x and d_i = s_i B_i A_i:
     <d_i, d_j> = s_i s_j sum((B_i^T B_j) * (A_i A_j^T)) from the small factors, and
     <d_i, W' - W> = sum_j w_j <d_i, d_j> + <d_i, r>, where <d_i, r> = s_i sum((B_i^T r) * A_i).
+    B_i^T r is summed over blocks of rows small enough that every pass over a block stays
+    in cache (the whole tensor in fp64 does not).
     """
-    exact = exact_merged(name, adapters, plan, base, scratch=scratch)
-    reference = scratch.work("reference", tuple(base.shape), merged.dtype).copy_(exact)
-    result = TensorResult(name, True)
-    noise = None
-    if not torch.equal(reference, merged):
-        ulps = ulp_error(merged, reference)
-        result.max_ulp, result.over_one_ulp = int(ulps.max()), int((ulps > 1).sum())
-        noise = _squared_distance(exact, reference, scratch)
-    negated = exact.sub_(merged)  # -r = x - W', in place of x
-    flat = negated.view(-1)
-    error2 = float(flat @ flat)
+    A, B, transpose = linear_factors(name, adapters, plan)
+    left, right = (A.T, B.T) if transpose else (B, A)  # x = W + left @ right
     parts = _lora_parts(name, adapters, plan)
-    gram, rhs_noise = _factor_products(parts, negated, scratch)
+    stacked = torch.cat([Bk for _, _, Bk, _ in parts], dim=1).float()  # rows x sum of ranks
+    sums = _residual_sums(base, merged, left, right, stacked, scratch)
+    gram = torch.zeros(len(parts), len(parts), dtype=torch.float64)
+    for k, (_, _, Bk, Ak) in enumerate(parts):
+        for m, (_, _, Bm, Am) in enumerate(parts):
+            gram[k, m] = ((Bk.T @ Bm) * (Ak @ Am.T)).sum()
+    offsets = [0]
+    for _, _, Bk, _ in parts:
+        offsets.append(offsets[-1] + Bk.shape[1])
+    rhs_noise = torch.tensor(  # <d_k, r> = -s_k sum((B_k^T (x - W')) * A_k), s_k inside B_k
+        [
+            -float((sums.projected[offsets[k] : offsets[k + 1]].double() * Ak).sum())
+            for k, (_, _, _, Ak) in enumerate(parts)
+        ],
+        dtype=torch.float64,
+    )
+    result = TensorResult(name, True, sums.max_ulp, sums.over_one_ulp)
     weights = torch.tensor([w for _, w, _, _ in parts], dtype=torch.float64)
     rhs = gram @ weights + rhs_noise
     intended2 = float(weights @ gram @ weights)
-    result.delta_rel_error = error2**0.5 / max(intended2**0.5, 1e-300)
+    result.delta_rel_error = sums.error2**0.5 / max(intended2**0.5, 1e-300)
     result.retention = float(weights @ rhs) / intended2 if intended2 > 0 else 1.0
     solution = torch.linalg.lstsq(gram, rhs[:, None]).solution[:, 0]
     result.recovered = [None] * len(adapters)
@@ -148,10 +157,63 @@ def _check_lora(
         fit.rhs[i] += rhs[k]
         for m, (j, _, _, _) in enumerate(parts):
             fit.gram[i, j] += gram[k, m]
-    fit.energy += intended2 + 2 * float(weights @ rhs_noise) + error2
-    fit.noise += error2 if noise is None else noise
+    fit.energy += intended2 + 2 * float(weights @ rhs_noise) + sums.error2
+    fit.noise += sums.noise
     result.problem = _tensor_problem(result, merged.dtype)
     return result
+
+
+_BLOCK_BYTES = 4 << 20  # fp64 bytes of rows per step
+
+
+@dataclass
+class _ResidualSums:
+    max_ulp: int = 0
+    over_one_ulp: int = 0
+    error2: float = 0.0  # ||x - W'||^2
+    noise: float = 0.0  # ||round(x) - x||^2: what rounding alone leaves
+    projected: torch.Tensor | None = None  # stacked^T (x - W'), fp32
+
+
+def _residual_sums(
+    base: torch.Tensor,
+    merged: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    stacked: torch.Tensor,
+    scratch: Scratch,
+) -> _ResidualSums:
+    """One pass over the rows of W and W': ulps against round(x), ||x - W'||^2, rounding noise
+    and stacked^T (x - W') (fp32: x - W' is rounding noise or a merge mistake, fp32's relative
+    error in it is immaterial)."""
+    rows, cols = base.shape
+    step = max(1, _BLOCK_BYTES // (8 * cols))
+    shape = (min(step, rows), cols)
+    exact = scratch.work("verify-exact", shape, torch.float64)
+    rounded = scratch.work("verify-rounded", shape, merged.dtype)
+    spare = scratch.work("verify-spare", shape, torch.float64)
+    residual32 = scratch.work("verify-residual32", shape, torch.float32)
+    sums = _ResidualSums(projected=torch.zeros(stacked.shape[1], cols, dtype=torch.float32))
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        n = stop - start
+        x = exact[:n].copy_(base[start:stop]).addmm_(left[start:stop], right)
+        reference, got = rounded[:n].copy_(x), merged[start:stop]
+        same = torch.equal(reference, got)
+        if not same:
+            ulps = ulp_error(got, reference)
+            sums.max_ulp = max(sums.max_ulp, int(ulps.max()))
+            sums.over_one_ulp += int((ulps > 1).sum())
+            noise = spare[:n].copy_(reference).sub_(x).view(-1)
+            sums.noise += float(noise @ noise)
+        difference = x.sub_(got)  # x - W', in place of x
+        flat = difference.view(-1)
+        error2 = float(flat @ flat)
+        sums.error2 += error2
+        if same:  # W' == round(x) here: its distance from x is the rounding noise
+            sums.noise += error2
+        sums.projected.addmm_(stacked[start:stop].T, residual32[:n].copy_(difference))
+    return sums
 
 
 def _lora_parts(name: str, adapters: Sequence[Adapter], plan: WeightPlan):
@@ -168,28 +230,6 @@ def _lora_parts(name: str, adapters: Sequence[Adapter], plan: WeightPlan):
             B, A = A.T, B.T
         parts.append((i, weights[i], B, A))
     return parts
-
-
-def _factor_products(parts, negated: torch.Tensor, scratch: Scratch):
-    """Gram matrix <d_i, d_j> and <d_i, r> from the factors, given -r; r enters one fp32
-    matmul each (r is rounding noise or a merge mistake: fp32's relative error is immaterial)."""
-    count = len(parts)
-    gram = torch.zeros(count, count, dtype=torch.float64)
-    for k, (_, _, Bk, Ak) in enumerate(parts):
-        for m, (_, _, Bm, Am) in enumerate(parts):
-            gram[k, m] = ((Bk.T @ Bm) * (Ak @ Am.T)).sum()
-    negated32 = scratch.work("residual32", tuple(negated.shape), torch.float32).copy_(negated)
-    rhs_noise = torch.tensor(
-        [-float(((B.T.float() @ negated32).double() * A).sum()) for _, _, B, A in parts],
-        dtype=torch.float64,
-    )
-    return gram, rhs_noise
-
-
-def _squared_distance(exact: torch.Tensor, rounded: torch.Tensor, scratch: Scratch) -> float:
-    diff = scratch.work("difference", tuple(exact.shape), torch.float64).copy_(rounded).sub_(exact)
-    flat = diff.view(-1)
-    return float(flat @ flat)
 
 
 def _tensor_fit(
