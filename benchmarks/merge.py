@@ -4,7 +4,13 @@ Makes a synthetic Qwen2-style bf16 checkpoint (~1.78 B parameters, several shard
 adapters of different ranks, then runs each tool in its own subprocess (so peak RSS is its
 own) and prints time and peak RSS side by side, plus medmerge's peak RSS at a second size.
 
-    .venv/bin/python benchmarks/merge.py [--quick] [--workdir DIR]
+    .venv/bin/python benchmarks/merge.py [--quick] [--rounds N] [--workdir DIR]
+
+The contenders run in interleaved rounds (copy, medmerge, PEFT, then again) with the page
+cache dropped before each, and the table shows each tool's median. On a VM, memory the
+guest freed a while ago costs host page faults when touched again (here the same 3.5 GB copy
+took 4.5 s or 18 s depending on how long before it memory was freed), so every run starts
+after the same settling wait (`--settle`, see drop_caches).
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+# torch is imported where it is used: the medmerge child must start its CLI with torch not
+# yet loaded, as `medmerge merge` starts for a user (it sets OpenMP's idle policy first).
 
 SIZES = {  # hidden, intermediate, layers, vocab, heads, kv heads
     "1.8B": (1536, 8960, 28, 151936, 12, 2),
@@ -30,6 +38,7 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 def make_base(folder: Path, size: str) -> int:
     """Write a random bf16 checkpoint with transformers' Qwen2 layout, shard by shard."""
+    import torch
     from safetensors.torch import save_file
 
     hidden, inter, layers, vocab, heads, kv = SIZES[size]
@@ -93,6 +102,7 @@ def make_base(folder: Path, size: str) -> int:
 
 
 def make_adapter(folder: Path, base: Path, rank: int, alpha: int, seed: int) -> None:
+    import torch
     from safetensors.torch import save_file
 
     index = json.loads((base / "model.safetensors.index.json").read_text())
@@ -171,6 +181,7 @@ def run_medmerge(base: Path, a0: Path, a1: Path, out: Path) -> None:
 
 
 def run_peft(base: Path, a0: Path, a1: Path, out: Path) -> None:
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -214,18 +225,27 @@ def child(args: argparse.Namespace) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
-def drop_caches() -> bool:
-    """Empty the page cache so the next contender reads cold (needs root); False if not allowed."""
+def drop_caches(settle_s: float) -> bool:
+    """Empty the page cache so the next contender reads cold (needs root); False if not allowed.
+
+    Then wait `settle_s`: a VM guest hands freed memory back to the host bit by bit (Linux
+    free page reporting, every 2 s), and memory handed back costs host page faults when it
+    is touched again. A tool that starts within milliseconds of the previous run's exit
+    (the copy) catches memory not yet handed back; one that imports torch first does not.
+    Measured here after freeing 5 GB, the same 3.5 GB copy took 4.5 s with a 5 s wait,
+    12.7 s with 15 s and 18.4 s with 30 s. The wait puts every tool in the same state.
+    """
     try:
         subprocess.run(["sync"], check=True)
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
     except OSError:
         return False
+    time.sleep(settle_s)
+    return True
 
 
-def measure(tool: str, size: str, workdir: Path) -> dict:
-    cold = drop_caches() if tool != "prepare" else False
+def measure(tool: str, size: str, workdir: Path, settle_s: float = 0.0) -> dict:
+    cold = drop_caches(settle_s) if tool != "prepare" else False
     cmd = [sys.executable, __file__, "--child", tool, "--size", size, "--workdir", str(workdir)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -246,6 +266,10 @@ def main() -> None:
         "--quick", action="store_true", help="a small model (tiny + 0.5B instead of 0.5B + 1.8B)"
     )
     parser.add_argument("--workdir", default="/tmp/medmerge-bench")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of each tool")
+    parser.add_argument(
+        "--settle", type=float, default=20.0, help="seconds to wait after dropping caches"
+    )
     parser.add_argument("--child", choices=CONTENDERS)
     parser.add_argument("--size", choices=SIZES, default="1.8B")
     args = parser.parse_args()
@@ -256,15 +280,30 @@ def main() -> None:
     main_size, other_size = ("0.5B", "tiny") if args.quick else ("1.8B", "0.5B")
     params = prepare(main_size, workdir)
     prepare(other_size, workdir)
-    rows = {tool: measure(tool, main_size, workdir) for tool in ("copy", "medmerge", "peft")}
-    other = measure("medmerge", other_size, workdir)
+    runs: dict[str, list[dict]] = {tool: [] for tool in ("copy", "medmerge", "peft")}
+    for round_index in range(args.rounds):
+        for tool in runs:
+            runs[tool].append(measure(tool, main_size, workdir, args.settle))
+            row = runs[tool][-1]
+            print(
+                f"round {round_index + 1}: {tool:<9}{row['seconds']:7.1f} s {row['peak_rss_mib']:7.0f} MiB"
+            )
+    rows = {tool: _median_row(tool_runs) for tool, tool_runs in runs.items()}
+    other = measure("medmerge", other_size, workdir, args.settle)
     print(
         f"\nmodel {params / 1e9:.2f} B parameters (bf16, 1 GB shards); adapters r=16 and r=64, 7 target modules"
     )
-    print(f"{'tool':<10}{'seconds':>10}{'peak RSS MiB':>15}{'page cache':>12}")
+    print(
+        f"median of {args.rounds} interleaved rounds; before each run the page cache was dropped "
+        f"and memory settled for {args.settle:g} s"
+    )
+    print(f"{'tool':<10}{'seconds':>10}{'min':>8}{'max':>8}{'peak RSS MiB':>15}{'page cache':>12}")
     for tool, row in rows.items():
         cache = "cold" if row["cold"] else "warm"
-        print(f"{tool:<10}{row['seconds']:>10.1f}{row['peak_rss_mib']:>15.0f}{cache:>12}")
+        print(
+            f"{tool:<10}{row['seconds']:>10.1f}{row['min']:>8.1f}{row['max']:>8.1f}"
+            f"{row['peak_rss_mib']:>15.0f}{cache:>12}"
+        )
     m, p, c = rows["medmerge"], rows["peft"], rows["copy"]
     print(f"\nmedmerge/peft peak RSS {m['peak_rss_mib'] / p['peak_rss_mib']:.2f} (goal <= 0.35)")
     print(f"medmerge/peft time     {m['seconds'] / p['seconds']:.2f} (goal <= 0.5)")
@@ -272,6 +311,17 @@ def main() -> None:
     print(
         f"medmerge peak RSS at {other_size}: {other['peak_rss_mib']:.0f} MiB vs {m['peak_rss_mib']:.0f} MiB at {main_size}"
     )
+
+
+def _median_row(runs: list[dict]) -> dict:
+    seconds = [r["seconds"] for r in runs]
+    return {
+        "seconds": statistics.median(seconds),
+        "min": min(seconds),
+        "max": max(seconds),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "cold": all(r["cold"] for r in runs),
+    }
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ Reuses the inputs benchmarks/merge.py makes. Goal: verify time <= ~1.5x merge ti
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
 
+# As the CLI does for merge and verify, before torch loads: idle OpenMP threads sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from medmerge.cli import main as medmerge
-from medmerge.verify import VerifyConfig, run_verify
 
 
 def main() -> None:
@@ -38,8 +41,7 @@ def main() -> None:
     )
     merge_s = time.perf_counter() - start
     start = time.perf_counter()
-    # Called directly until cli.py has the `verify` subcommand.
-    code = run_verify(VerifyConfig(base=str(base), merged=str(out), logits=False))
+    code = medmerge(["verify", "--base", str(base), "--merged", str(out), "--no-logits"])
     verify_s = time.perf_counter() - start
     print(
         f"merge {merge_s:.1f} s, verify {verify_s:.1f} s (exit {code}), ratio {verify_s / merge_s:.2f} (goal <= 1.5)"
