@@ -59,16 +59,15 @@ def run(name: str, argv: list[str], timings: dict[str, float]) -> None:
 TEMPLATE = ["--template", "qwen3", "--no-enable-thinking"]  # as the SFT config trains
 
 
-def gen_eval_args(out: Path, name: str, items: int, max_new_tokens: str) -> list[str]:
-    """`eval gen` of the merged checkpoint on MeQSum, greedy, into out/name."""
-    args = [
-        "eval",
-        "gen",
-        "--model",
-        str(out / "merged"),
-        "--data",
-        "data/qa_en/meqsum_sample.jsonl",
-    ]
+def gen_eval_args(
+    out: Path, name: str, items: int, max_new_tokens: str, adapters: list[str] | None = None
+) -> list[str]:
+    """`eval gen` on MeQSum, greedy, into out/name: of the merged checkpoint, or of the base
+    with `adapters` (["--adapter", "PATH=W", ...]) applied without a merged checkpoint."""
+    model = (
+        ["--base", str(out / "base"), *adapters] if adapters else ["--model", str(out / "merged")]
+    )
+    args = ["eval", "gen", *model, "--data", "data/qa_en/meqsum_sample.jsonl"]
     args += ["--limit", str(items), "--preset", "A", "--max-new-tokens", max_new_tokens]
     return [*args, *TEMPLATE, "--out", str(out / name)]
 
@@ -166,6 +165,9 @@ def main() -> None:
     if not args.dry_run and _vllm_present():
         vllm_args = gen_eval_args(out, "eval_gen_vllm", items, max_new)
         run("eval_gen_vllm", [*vllm_args, "--backend", "vllm"], timings)
+        # base + the exact merged adapter through vLLM's LoRA support: no checkpoint needed
+        lora_args = gen_eval_args(out, "eval_gen_vllm_lora", items, max_new, adapters)
+        run("eval_gen_vllm_lora", [*lora_args, "--backend", "vllm"], timings)
     report(out, timings, items)
 
 
@@ -197,7 +199,7 @@ def report(out: Path, timings: dict[str, float], items: int) -> None:
     )
     print("\n| stage | seconds | throughput |\n|---|---:|---|")
     for name, seconds in timings.items():
-        rate = f"{items / seconds:.1f} items/s" if name == "eval_gen" else ""
+        rate = f"{items / seconds:.1f} items/s" if name.startswith("eval_gen") else ""
         rate = f"{4 * items / seconds:.1f} items/s" if name == "eval_mcq" else rate
         print(f"| {name} | {seconds:.1f} | {rate} |")
     print(f"| total | {sum(timings.values()):.1f} | |")
