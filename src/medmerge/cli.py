@@ -678,12 +678,18 @@ def _idle_threads_sleep() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(command: str) -> None:
     """Keep library chatter (load bars, deprecation notes) out of the user's terminal."""
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    if command in _STREAMING_COMMANDS and "transformers" not in sys.modules:
+        # merge and verify rarely load transformers: say it through the environment it reads
+        # on import instead of importing it (~1 s) only to set its verbosity.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
     try:
         from transformers.utils import logging as hf_logging
 
@@ -698,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in _STREAMING_COMMANDS:
         _idle_threads_sleep()
-    _quiet_libraries()
+    _quiet_libraries(args.command)
     try:
         return int(args.func(args) or 0)
     except MedmergeError as exc:
