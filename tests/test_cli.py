@@ -28,7 +28,17 @@ def _one_line_error(code: int, err: str, *needles: str) -> None:
 @pytest.fixture
 def sft_args(tiny_base, tmp_path):
     def args(data, *extra: str) -> list[str]:
-        return ["train", "sft", "--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "out"), *extra]
+        return [
+            "train",
+            "sft",
+            "--base",
+            str(tiny_base),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            *extra,
+        ]
 
     return args
 
@@ -50,19 +60,37 @@ def test_malformed_json_line(capsys, sft_args, tmp_path):
 def test_missing_csv_column(capsys, tiny_base, tmp_path):
     data = tmp_path / "texts.csv"
     data.write_text("label,abstract\n1,some text\n")
-    argv = ["train", "pt", "--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "o")]
+    argv = [
+        "train",
+        "pt",
+        "--base",
+        str(tiny_base),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     code, err = _run(capsys, [*argv, "--set", "text_column=abstracts"])
     _one_line_error(code, err, "abstracts", "abstract")
 
 
 def test_unknown_template(capsys, sft_args, repo):
-    code, err = _run(capsys, sft_args(repo / "data/sft_en/genmedgpt_sample.json", "--template", "qwen3_nothnk"))
+    code, err = _run(
+        capsys, sft_args(repo / "data/sft_en/genmedgpt_sample.json", "--template", "qwen3_nothnk")
+    )
     _one_line_error(code, err, "qwen3_nothnk", "qwen3_nothink")
 
 
 def test_base_that_is_not_a_model(capsys, tmp_path, repo):
     (tmp_path / "notamodel").mkdir()
-    argv = ["train", "pt", "--base", str(tmp_path / "notamodel"), "--data", str(repo / "data/pt/huatuo_zh_text.jsonl")]
+    argv = [
+        "train",
+        "pt",
+        "--base",
+        str(tmp_path / "notamodel"),
+        "--data",
+        str(repo / "data/pt/huatuo_zh_text.jsonl"),
+    ]
     code, err = _run(capsys, [*argv, "--out", str(tmp_path / "o")])
     _one_line_error(code, err, "notamodel", "config.json")
 
@@ -73,7 +101,9 @@ def test_missing_required_key(capsys, tmp_path):
 
 
 def test_unknown_config_key_from_set(capsys, sft_args, repo):
-    code, err = _run(capsys, sft_args(repo / "data/sft_en/genmedgpt_sample.json", "--set", "lora.alfa=4"))
+    code, err = _run(
+        capsys, sft_args(repo / "data/sft_en/genmedgpt_sample.json", "--set", "lora.alfa=4")
+    )
     _one_line_error(code, err, "lora.alfa", "did you mean 'alpha'")
 
 
@@ -81,4 +111,16 @@ def test_debug_shows_the_traceback(tmp_path):
     from medmerge.errors import MedmergeError
 
     with pytest.raises(MedmergeError):
-        main(["train", "pt", "--base", str(tmp_path), "--data", "x.txt", "--out", str(tmp_path / "o"), "--debug"])
+        main(
+            [
+                "train",
+                "pt",
+                "--base",
+                str(tmp_path),
+                "--data",
+                "x.txt",
+                "--out",
+                str(tmp_path / "o"),
+                "--debug",
+            ]
+        )

@@ -21,7 +21,9 @@ def test_parameter_counts_match_the_published_sizes():
 
 
 def test_lora_parameters_by_hand():
-    tiny = scaling.Shape("t", hidden=4, layers=2, intermediate=8, heads=2, kv_heads=1, head_dim=2, vocab=10)
+    tiny = scaling.Shape(
+        "t", hidden=4, layers=2, intermediate=8, heads=2, kv_heads=1, head_dim=2, vocab=10
+    )
     # in+out: q 4+4, k 4+2, v 4+2, o 4+4, gate 4+8, up 4+8, down 8+4 = 64.
     assert tiny.lora_parameters(rank=3) == 2 * 3 * 64
 

@@ -24,7 +24,9 @@ def pt_file(tmp_path_factory, repo) -> Path:
 @pytest.fixture(scope="session")
 def sft_file(tmp_path_factory, repo) -> Path:
     """The first 48 bundled GenMedGPT records, Alpaca JSON array."""
-    records = json.loads((repo / "data/sft_en/genmedgpt_sample.json").read_text(encoding="utf-8"))[:48]
+    records = json.loads((repo / "data/sft_en/genmedgpt_sample.json").read_text(encoding="utf-8"))[
+        :48
+    ]
     path = tmp_path_factory.mktemp("sft") / "qa.json"
     path.write_text(json.dumps(records), encoding="utf-8")
     return path

@@ -28,7 +28,16 @@ def _launch(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedP
 
 def test_two_processes_match_one_with_the_same_global_batch(tiny_base, pt_file, tmp_path):
     common = ["train", "pt", "--base", str(tiny_base), "--data", str(pt_file), "--max-steps", "4"]
-    common += ["--set", "cutoff_len=64", "--set", "lora.r=4", "--set", "learning_rate=1e-2", "--set", "progress=false"]
+    common += [
+        "--set",
+        "cutoff_len=64",
+        "--set",
+        "lora.r=4",
+        "--set",
+        "learning_rate=1e-2",
+        "--set",
+        "progress=false",
+    ]
     one = _launch([*common, "--out", str(tmp_path / "one"), "--set", "batch_size=4"], 1, tmp_path)
     assert one.returncode == 0, one.stderr[-2000:]
     two = _launch([*common, "--out", str(tmp_path / "two"), "--set", "batch_size=2"], 2, tmp_path)

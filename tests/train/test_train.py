@@ -56,7 +56,12 @@ def test_loss_falls(make_cfg, stage, tmp_path):
 def test_adapter_folder_is_stock_peft_with_manifest(make_cfg, tiny_base, pt_file):
     result = train(make_cfg("pt"))
     out = result.out
-    for name in ("adapter_config.json", "adapter_model.safetensors", "loss_log.jsonl", "loss_curve.png"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "loss_log.jsonl",
+        "loss_curve.png",
+    ):
         assert (out / name).is_file(), name
     manifest = read_manifest(out)
     assert manifest["train_stage"] == "pt"
@@ -71,7 +76,9 @@ def test_adapter_folder_is_stock_peft_with_manifest(make_cfg, tiny_base, pt_file
     ids = torch.tensor([[5, 17, 200, 33, 8, 91, 400, 12]])
     with torch.no_grad():
         ours = result.model(input_ids=ids).logits
-        stock = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), out).eval()
+        stock = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_base), out
+        ).eval()
         theirs = stock(input_ids=ids).logits
     assert torch.equal(ours, theirs)
     lora_b = [p for n, p in stock.named_parameters() if "lora_B" in n]
@@ -132,7 +139,9 @@ def test_existing_output_is_refused_then_replaced_with_force(make_cfg):
 
 def test_held_out_loss_is_logged_and_kept_out_of_training(make_cfg):
     result = train(make_cfg("pt", val_size=8, eval_steps=3, max_steps=6))
-    records = [json.loads(line) for line in (result.out / "loss_log.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (result.out / "loss_log.jsonl").read_text().splitlines()
+    ]
     held_out = [r for r in records if "eval_loss" in r]
     assert [r["step"] for r in held_out] == [3, 6]
     manifest = read_manifest(result.out)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmerge.merge.adapters import Adapter, LoraFactors
 from medmerge.merge import delta as delta_module
+from medmerge.merge.adapters import Adapter, LoraFactors
 from medmerge.merge.delta import (
     WeightPlan,
     adapter_deltas,
@@ -16,8 +16,8 @@ from medmerge.merge.delta import (
     intended_delta,
     merged_weight,
 )
-from medmerge.verify import tensors as tensors_module
 from medmerge.merge.methods import MethodParams
+from medmerge.verify import tensors as tensors_module
 from medmerge.verify.tensors import FitSums, check_touched
 
 NAME = "model.layers.0.mlp.up_proj.weight"
