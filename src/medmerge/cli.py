@@ -686,7 +686,7 @@ def _quiet_libraries(command: str) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     if command in _STREAMING_COMMANDS and "transformers" not in sys.modules:
         # merge and verify rarely load transformers: say it through the environment it reads
-        # on import instead of importing it (~1 s) only to set its verbosity.
+        # on import instead of importing it (~0.5 s) only to set its verbosity.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         return
