@@ -70,7 +70,7 @@ def _add_base(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--out", help="output folder (a Hugging Face model folder)")
     build.add_argument("--seed", type=int)
     build.add_argument("--pretrain-steps", type=int, help="0 skips the brief pretraining")
-    build.add_argument("--force", action="store_true", help="replace an existing --out")
+    _force_flag(build)
     _add_common(build)
     build.set_defaults(func=_cmd_base_build)
 
@@ -108,16 +108,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--base", help="base model folder")
         p.add_argument("--data", nargs="+", help="data file(s)")
         p.add_argument("--out", help="adapter output folder")
-        p.add_argument("--template", help="chat template: qwen3, qwen3_nothink, chatml, default")
-        p.add_argument(
-            "--enable-thinking",
-            dest="enable_thinking",
-            action=argparse.BooleanOptionalAction,
-            default=None,
-        )
+        _template_flags(p)
         p.add_argument("--max-steps", type=int)
         p.add_argument("--seed", type=int)
-        p.add_argument("--force", action="store_true", help="replace an existing --out")
+        _force_flag(p)
         _add_common(p)
         p.set_defaults(func=_cmd_train)
 
@@ -167,7 +161,7 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of dare's random drop mask")
     p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt checkpoints")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    _force_flag(p)
     p.add_argument(
         "--section", help="read the config from this section of the YAML file (e.g. merge)"
     )
@@ -209,13 +203,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
         help="intended adapters (default: the merged folder's manifest)",
     )
     p.add_argument("--method", help="merge method (default: the manifest's, else linear)")
-    p.add_argument("--template", help="template evaluation will use; checked against the adapters'")
-    p.add_argument(
-        "--enable-thinking",
-        dest="enable_thinking",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-    )
+    _template_flags(p, "template evaluation will use; checked against the adapters'")
     p.add_argument("--sample", type=int, help="check only N touched and N untouched tensors")
     p.add_argument(
         "--no-logits", action="store_true", help="skip the behaviour check (loads both models)"
@@ -242,13 +230,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int)
     _vllm_flags(p)
-    p.add_argument("--template", help="chat template: qwen3, qwen3_nothink, chatml, default")
-    p.add_argument(
-        "--enable-thinking",
-        dest="enable_thinking",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-    )
+    _template_flags(p)
     p.add_argument(
         "--allow-template-mismatch",
         action="store_true",
@@ -257,6 +239,23 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt adapters")
     p.add_argument("--limit", type=int, help="first N items only")
     p.add_argument("--out", help="results folder")
+    _force_flag(p)
+
+
+def _template_flags(
+    p: argparse.ArgumentParser,
+    template_help: str = "chat template: qwen3, qwen3_nothink, chatml, default",
+) -> None:
+    p.add_argument("--template", help=template_help)
+    p.add_argument(
+        "--enable-thinking",
+        dest="enable_thinking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+    )
+
+
+def _force_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
@@ -441,16 +440,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     safety.add_argument("--backend", choices=["hf", "vllm"])
     safety.add_argument("--device")
     _vllm_flags(safety)
-    safety.add_argument("--template")
-    safety.add_argument(
-        "--enable-thinking",
-        dest="enable_thinking",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-    )
+    _template_flags(safety)
     safety.add_argument("--allow-template-mismatch", action="store_true")
     safety.add_argument("--out", help="results folder")
-    safety.add_argument("--force", action="store_true", help="replace an existing --out")
+    _force_flag(safety)
     _decoding_flags(safety)
     safety.add_argument("--section", help="read the config from this section of the YAML file")
     _add_common(safety)
@@ -481,7 +474,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-key", help="field of the reference (default reference)")
     p.add_argument("--language", choices=["auto", "en", "zh"])
     p.add_argument("--tokenizer", help="tokenizer folder for token lengths")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    _force_flag(p)
     _add_common(p)
     p.set_defaults(func=_cmd_score)
 
@@ -531,7 +524,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
 def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diagnose", help="PT/SFT delta interference heatmaps and layer ablation")
     p.add_argument("--out", help="diagnostics folder")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    _force_flag(p)
     _add_common(p)
     p.set_defaults(func=_cmd_diagnose)
 
@@ -566,7 +559,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
         "--exclude", metavar="DIR", help="write decontaminated copies of the eval files here"
     )
     p.add_argument("--out", help="audit folder (leakage.json, items.jsonl)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    _force_flag(p)
     _add_common(p)
     p.set_defaults(func=_cmd_audit_leakage)
 
