@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medmerge.data.records import read_text
+from medmerge.data.records import parse_json_document, read_text
 from medmerge.errors import DataError
 
 
@@ -58,10 +58,7 @@ def read_records(path: str | Path) -> list[tuple[str, str]]:
             if line.strip()
         ]
     if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        data = parse_json_document(file, text)
         return [(rid, record_text(r)) for rid, r in _json_containers(data)]
     return [(str(i + 1), line) for i, line in enumerate(text.splitlines()) if line.strip()]
 

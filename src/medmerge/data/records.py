@@ -60,6 +60,14 @@ def _invalid_json(file: Path, exc: json.JSONDecodeError, line_offset: int = 0) -
     return DataError(f"{file}:{line}: invalid JSON ({exc.msg}, column {exc.colno}); fix the record")
 
 
+def parse_json_document(file: Path, text: str) -> Any:
+    """The value of a file that is one JSON document; a syntax error names its line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg}); fix the file") from None
+
+
 def iter_json_lines(file: Path, text: str) -> Iterator[tuple[int, Any]]:
     """Yield (line, value) for each non-blank line of a JSON lines file."""
     for number, line in enumerate(text.splitlines(), start=1):

@@ -104,25 +104,16 @@ def group_by_prefix(
     return groups
 
 
-def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(rows: Sequence[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of `rows`, padded on the left (prompts) or the right."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for row, tokens in enumerate(rows):
         if tokens:
-            ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, width - len(tokens) :] = 1
-    return ids, mask
-
-
-def _right_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, tokens in enumerate(rows):
-        if tokens:
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, : len(tokens)] = 1
+            span = slice(width - len(tokens), width) if left else slice(0, len(tokens))
+            ids[row, span] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, span] = 1
     return ids, mask
 
 
@@ -216,7 +207,7 @@ class HFBackend:
         members = [(group, k) for group in groups for k in range(len(group.indices))]
         suffixes = [group.sequences[k][len(group.prefix) : -1] for group, k in members]
         width = max(len(s) for s in suffixes)
-        ids, mask = _left_pad([g.prefix for g in groups], self.pad_id)
+        ids, mask = _pad([g.prefix for g in groups], self.pad_id, left=True)
         out = self.model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -228,7 +219,7 @@ class HFBackend:
         if width > 0:
             cache = out.get("cache", out.get("past_key_values"))
             cache.reorder_cache(owner.to(self.device))
-            suffix_ids, suffix_mask = _right_pad(suffixes, self.pad_id)
+            suffix_ids, suffix_mask = _pad(suffixes, self.pad_id, left=False)
             starts = torch.tensor([len(group.prefix) for group, _ in members])
             suffix_logits = (
                 self.model(

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmerge.data.records import iter_json_records, read_text
+from medmerge.data.records import iter_json_records, parse_json_document, read_text
 from medmerge.errors import ConfigError, DataError
 
 LETTERS = "ABCDEFGHIJ"
@@ -181,10 +180,7 @@ def load_mmlu_hf(file: Path, options: dict[str, Any]) -> Iterator[McqItem]:
 
 def load_pubmedqa(file: Path, options: dict[str, Any]) -> Iterator[McqItem]:
     text = read_text(file)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg}); fix the file") from None
+    data = parse_json_document(file, text)
     if not isinstance(data, dict):
         raise DataError(f"{file}:1: expected an object keyed by PMID (PubMedQA ori_pqal.json)")
     choices = ["yes", "no", "maybe"]
@@ -213,10 +209,7 @@ def load_pubmedqa(file: Path, options: dict[str, Any]) -> Iterator[McqItem]:
 
 def load_headqa(file: Path, options: dict[str, Any]) -> Iterator[McqItem]:
     text = read_text(file)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg}); fix the file") from None
+    data = parse_json_document(file, text)
     exams = data.get("exams") if isinstance(data, dict) else None
     if not isinstance(exams, dict):
         raise DataError(f"{file}:1: expected {{'exams': {{...}}}} (HEAD-QA)")
