@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -112,78 +112,50 @@ def merged_weight(
 ) -> torch.Tensor:
     """round(W + delta) in `out_dtype`, rounded once from fp64.
 
-    With `scratch`, the working copies are reused buffers and the result is one of its
-    output buffers (give it back with `scratch.release` once written).
+    The result is one of `scratch`'s output buffers (give it back with `scratch.release` once
+    written). A linear merge of LoRA factors is one fp64 matmul of the stacked factors
+    (w_i * s_i folded into B_i) added onto W, a block of rows at a time (`exact_rows`).
+    fp32 is not enough on its own: where W + delta nearly cancels, fp32's error in the delta
+    is many ulps of the small result. A certified fp32 path (error bound, fp64 recompute near
+    rounding boundaries) was costed from measured parts and is slower in eager torch on 2
+    cores; see benchmarks/README.md.
     """
+    scratch = scratch or Scratch()
+    out = scratch.output(tuple(base.shape), out_dtype)
     stacked = linear_factors(name, adapters, plan) if method == "linear" else None
-    if stacked is not None and base.dim() == 2:
-        scratch = scratch or Scratch()
-        return _rounded_by_rows(base, *stacked, out_dtype, scratch)
-    exact = exact_merged(name, adapters, plan, base, method, params, scratch)
-    if scratch is None:
-        return exact.to(out_dtype)
-    return scratch.output(tuple(base.shape), out_dtype).copy_(exact)
+    if stacked is None or base.dim() != 2:
+        return out.copy_(base.double() + intended_delta(name, adapters, plan, base, method, params))
+    for rows, exact in exact_rows(base, *stacked, scratch):
+        out[rows].copy_(exact)
+    return out
 
 
-_BLOCK_BYTES = 4 << 20  # fp64 rows per step: the copy, matmul and rounding stay in cache
+_BLOCK_BYTES = 4 << 20  # fp64 bytes of rows per step: passes over a block stay in cache
 
 
-def _rounded_by_rows(
+def exact_rows(
     base: torch.Tensor,
     A: torch.Tensor,
     B: torch.Tensor,
     transpose: bool,
-    out_dtype: torch.dtype,
     scratch: Scratch,
-) -> torch.Tensor:
-    """round(W + B @ A) (or its transpose) made a block of rows at a time in fp64.
+    role: str = "exact-rows",
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, W + B @ A on those rows in fp64), a block of about _BLOCK_BYTES at a time.
 
-    The same per-element arithmetic as `exact_merged` (one fp64 matmul added onto W,
-    rounded once) without an fp64 copy of the whole tensor: memory traffic and fresh
-    pages follow the block, not the tensor.
+    With `transpose` the tensor is stored transposed and gets (B @ A).T = A.T @ B.T, the same
+    products without a transposed copy. Each block lives in scratch's `role` buffer and is
+    overwritten by the next one: memory traffic and fresh pages follow the block, not the
+    tensor (an 8960x1536 tensor is 110 MB in fp64).
     """
     left, right = (A.T, B.T) if transpose else (B, A)  # W + left @ right
     rows, cols = base.shape
     step = max(1, _BLOCK_BYTES // (8 * cols))
-    block = scratch.work("rows", (min(step, rows), cols), torch.float64)
-    out = scratch.output((rows, cols), out_dtype)
+    block = scratch.work(role, (min(step, rows), cols), torch.float64)
     for start in range(0, rows, step):
         stop = min(start + step, rows)
-        part = block[: stop - start]
-        part.copy_(base[start:stop]).addmm_(left[start:stop], right)
-        out[start:stop].copy_(part)
-    return out
-
-
-def exact_merged(
-    name: str,
-    adapters: Sequence[Adapter],
-    plan: WeightPlan,
-    base: torch.Tensor,
-    method: str = "linear",
-    params: MethodParams | None = None,
-    scratch: Scratch | None = None,
-) -> torch.Tensor:
-    """W + delta in fp64 (in scratch's "exact" buffer when given), before any rounding.
-
-    A linear merge of LoRA factors is one fp64 matmul of the stacked factors (w_i * s_i
-    folded into B_i) added onto W in place. fp32 is not enough on its own: where W + delta
-    nearly cancels, fp32's error in the delta is many ulps of the small result. A certified
-    fp32 path (error bound, fp64 recompute near rounding boundaries) was costed from measured
-    parts and is no faster in eager torch on 2 cores; see benchmarks/README.md.
-    """
-    stacked = linear_factors(name, adapters, plan) if method == "linear" else None
-    if stacked is None:
-        delta = intended_delta(name, adapters, plan, base, method, params)
-        return base.double() + delta
-    A, B, transpose = stacked
-    if scratch is None:
-        exact = base.double()
-    else:
-        exact = scratch.work("exact", tuple(base.shape), torch.float64).copy_(base)
-    if transpose:  # (B @ A).T = A.T @ B.T: the same products, no transposed copy
-        return exact.addmm_(A.T, B.T)
-    return exact.addmm_(B, A)
+        exact = block[: stop - start].copy_(base[start:stop]).addmm_(left[start:stop], right)
+        yield slice(start, stop), exact
 
 
 def is_lora_only(name: str, adapters: Sequence[Adapter]) -> bool:

@@ -14,6 +14,7 @@ from medmerge.merge.delta import (
     WeightPlan,
     adapter_deltas,
     all_touched,
+    exact_rows,
     intended_delta,
     is_lora_only,
     linear_factors,
@@ -125,11 +126,10 @@ def _check_lora(
     B_i^T r is summed over blocks of rows small enough that every pass over a block stays
     in cache (the whole tensor in fp64 does not).
     """
-    A, B, transpose = linear_factors(name, adapters, plan)
-    left, right = (A.T, B.T) if transpose else (B, A)  # x = W + left @ right
+    factors = linear_factors(name, adapters, plan)  # x = W + B @ A (or its transpose)
     parts = _lora_parts(name, adapters, plan)
     stacked = torch.cat([Bk for _, _, Bk, _ in parts], dim=1).float()  # rows x sum of ranks
-    sums = _residual_sums(base, merged, left, right, stacked, scratch)
+    sums = _residual_sums(base, merged, factors, stacked, scratch)
     gram = torch.zeros(len(parts), len(parts), dtype=torch.float64)
     for k, (_, _, Bk, Ak) in enumerate(parts):
         for m, (_, _, Bm, Am) in enumerate(parts):
@@ -163,9 +163,6 @@ def _check_lora(
     return result
 
 
-_BLOCK_BYTES = 4 << 20  # fp64 bytes of rows per step
-
-
 @dataclass
 class _ResidualSums:
     max_ulp: int = 0
@@ -178,33 +175,25 @@ class _ResidualSums:
 def _residual_sums(
     base: torch.Tensor,
     merged: torch.Tensor,
-    left: torch.Tensor,
-    right: torch.Tensor,
+    factors: tuple[torch.Tensor, torch.Tensor, bool],
     stacked: torch.Tensor,
     scratch: Scratch,
 ) -> _ResidualSums:
     """One pass over the rows of W and W': ulps against round(x), ||x - W'||^2, rounding noise
     and stacked^T (x - W') (fp32: x - W' is rounding noise or a merge mistake, fp32's relative
     error in it is immaterial)."""
-    rows, cols = base.shape
-    step = max(1, _BLOCK_BYTES // (8 * cols))
-    shape = (min(step, rows), cols)
-    exact = scratch.work("verify-exact", shape, torch.float64)
-    rounded = scratch.work("verify-rounded", shape, merged.dtype)
-    spare = scratch.work("verify-spare", shape, torch.float64)
-    residual32 = scratch.work("verify-residual32", shape, torch.float32)
-    sums = _ResidualSums(projected=torch.zeros(stacked.shape[1], cols, dtype=torch.float32))
-    for start in range(0, rows, step):
-        stop = min(start + step, rows)
-        n = stop - start
-        x = exact[:n].copy_(base[start:stop]).addmm_(left[start:stop], right)
-        reference, got = rounded[:n].copy_(x), merged[start:stop]
+    sums = _ResidualSums(projected=torch.zeros(stacked.shape[1], base.shape[1]))
+    for rows, x in exact_rows(base, *factors, scratch, "verify-exact"):
+        shape = tuple(x.shape)
+        reference = scratch.work("verify-rounded", shape, merged.dtype).copy_(x)
+        got = merged[rows]
         same = torch.equal(reference, got)
         if not same:
             ulps = ulp_error(got, reference)
             sums.max_ulp = max(sums.max_ulp, int(ulps.max()))
             sums.over_one_ulp += int((ulps > 1).sum())
-            noise = spare[:n].copy_(reference).sub_(x).view(-1)
+            noise = scratch.work("verify-spare", shape, torch.float64).copy_(reference).sub_(x)
+            noise = noise.view(-1)
             sums.noise += float(noise @ noise)
         difference = x.sub_(got)  # x - W', in place of x
         flat = difference.view(-1)
@@ -212,7 +201,8 @@ def _residual_sums(
         sums.error2 += error2
         if same:  # W' == round(x) here: its distance from x is the rounding noise
             sums.noise += error2
-        sums.projected.addmm_(stacked[start:stop].T, residual32[:n].copy_(difference))
+        residual32 = scratch.work("verify-residual32", shape, torch.float32).copy_(difference)
+        sums.projected.addmm_(stacked[rows].T, residual32)
     return sums
 
 
