@@ -10,6 +10,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from medmerge.manifest import model_identity, write_manifest
+from medmerge.merge import MergeConfig, run_merge
 
 
 def tiny_config(**overrides) -> Qwen3Config:
@@ -63,6 +64,22 @@ def make_adapter(
 
 def medmerge_manifest(base: Path, template: str = "qwen3", enable_thinking: bool = False) -> dict:
     return {"base": model_identity(base), "template": template, "enable_thinking": enable_thinking}
+
+
+def merge_models(models: dict, out: Path, pt: float = 0.3, sft: float = 0.7, **fields) -> Path:
+    """`run_merge` of the `models` fixture's PT and SFT adapters into `out` (verify off unless
+    `fields` turn it on); asserts it succeeded."""
+    cfg = MergeConfig(
+        base=str(models["base"]),
+        out=str(out),
+        adapters=[
+            {"path": str(models["pt"]), "weight": pt},
+            {"path": str(models["sft"]), "weight": sft},
+        ],
+        **{"verify": False, **fields},
+    )
+    assert run_merge(cfg) == 0
+    return out
 
 
 def read_state(folder: Path) -> dict[str, torch.Tensor]:

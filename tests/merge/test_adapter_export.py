@@ -6,26 +6,13 @@ import json
 
 import pytest
 import torch
-from _factories import peft_reference
+from _factories import merge_models, peft_reference
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from medmerge.merge import MergeConfig, run_merge
-
 
 def _export(models, out, rank=None, export="adapter"):
-    cfg = MergeConfig(
-        base=str(models["base"]),
-        adapters=[
-            {"path": str(models["pt"]), "weight": 0.3},
-            {"path": str(models["sft"]), "weight": 0.7},
-        ],
-        out=str(out),
-        export=export,
-        adapter_rank=rank,
-        verify=export != "adapter",
-    )
-    assert run_merge(cfg) == 0
+    merge_models(models, out, export=export, adapter_rank=rank, verify=export != "adapter")
     return out if export == "adapter" else out / "merged_adapter"
 
 

@@ -6,7 +6,14 @@ import json
 
 import pytest
 import torch
-from _factories import make_adapter, make_base, peft_reference, read_state, ulp_distance
+from _factories import (
+    make_adapter,
+    make_base,
+    merge_models,
+    peft_reference,
+    read_state,
+    ulp_distance,
+)
 
 from medmerge.manifest import read_manifest
 from medmerge.merge import MergeConfig, apply_merged_delta, load_adapter, restore_weights, run_merge
@@ -17,17 +24,7 @@ WEIGHTS = (0.3, 0.7)
 @pytest.fixture(scope="module")
 def merged(models, tmp_path_factory):
     out = tmp_path_factory.mktemp("merged") / "out"
-    cfg = MergeConfig(
-        base=str(models["base"]),
-        adapters=[
-            {"path": str(models["pt"]), "weight": WEIGHTS[0]},
-            {"path": str(models["sft"]), "weight": WEIGHTS[1]},
-        ],
-        out=str(out),
-        max_shard_size="60KB",
-    )
-    assert run_merge(cfg) == 0
-    return out
+    return merge_models(models, out, *WEIGHTS, max_shard_size="60KB", verify=True)
 
 
 @pytest.fixture(scope="module")
@@ -99,17 +96,7 @@ def test_exported_logits_match_in_memory_merge_and_undo_is_exact(models, merged)
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
 def test_other_output_dtypes_round_once(models, reference, tmp_path, dtype):
     out = tmp_path / "out"
-    cfg = MergeConfig(
-        base=str(models["base"]),
-        adapters=[
-            {"path": str(models["pt"]), "weight": 0.3},
-            {"path": str(models["sft"]), "weight": 0.7},
-        ],
-        out=str(out),
-        dtype=dtype,
-        verify=False,
-    )
-    assert run_merge(cfg) == 0
+    merge_models(models, out, dtype=dtype)
     torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
     for name, tensor in read_state(out).items():
         assert tensor.dtype == torch_dtype

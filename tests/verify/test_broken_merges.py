@@ -7,27 +7,13 @@ import shutil
 
 import pytest
 import torch
+from _factories import make_adapter, merge_models
 from safetensors.torch import load_file, save_file
 
 from medmerge.cli import main  # noqa: F401
 from medmerge.merge import MergeConfig, run_merge
 from medmerge.verify import VerifyConfig, check_template, run_verify
 from medmerge.verify.run import verify
-
-
-def _merge(models, out, pt=0.3, sft=0.7, **extra):
-    cfg = MergeConfig(
-        base=str(models["base"]),
-        out=str(out),
-        verify=False,
-        adapters=[
-            {"path": str(models["pt"]), "weight": pt},
-            {"path": str(models["sft"]), "weight": sft},
-        ],
-        **extra,
-    )
-    assert run_merge(cfg) == 0
-    return out
 
 
 def _verify(models, merged, pt=0.3, sft=0.7, **extra):
@@ -47,7 +33,7 @@ def _verify(models, merged, pt=0.3, sft=0.7, **extra):
 
 @pytest.fixture(scope="module")
 def good(models, tmp_path_factory):
-    return _merge(models, tmp_path_factory.mktemp("good") / "out")
+    return merge_models(models, tmp_path_factory.mktemp("good") / "out")
 
 
 def test_correct_merge_passes_and_recovers_weights(models, good):
@@ -81,26 +67,24 @@ def test_cli_exit_codes(models, good, tmp_path):
 
 
 def test_scaled_twice(models, good, tmp_path):
-    merged = _merge(models, tmp_path / "w2", pt=0.09, sft=0.49)
+    merged = merge_models(models, tmp_path / "w2", pt=0.09, sft=0.49)
     failures = " ".join(_verify(models, merged)["failures"])
     assert "scaled twice" in failures and "0.09" in failures
 
 
 def test_sft_only(models, tmp_path):
-    merged = _merge(models, tmp_path / "sft_only", pt=0.0, sft=0.7)
+    merged = merge_models(models, tmp_path / "sft_only", pt=0.0, sft=0.7)
     report = _verify(models, merged)
     assert any("adapter missing: pt" in f for f in report["failures"])
     assert abs(report["adapters"][0]["recovered_weight"]) < 0.01
 
 
 def test_swapped_weights(models, tmp_path):
-    merged = _merge(models, tmp_path / "swapped", pt=0.7, sft=0.3)
+    merged = merge_models(models, tmp_path / "swapped", pt=0.7, sft=0.3)
     assert any("weights swapped" in f for f in _verify(models, merged)["failures"])
 
 
 def test_foreign_adapter(models, tmp_path):
-    from _factories import make_adapter
-
     other = make_adapter(
         models["base"],
         tmp_path / "other",
@@ -123,7 +107,7 @@ def test_stale_folder_from_earlier_run(models, good, tmp_path):
     """Weights files from a 0.5/0.5 run under a manifest that says 0.3/0.7."""
     stale = tmp_path / "stale"
     shutil.copytree(good, stale)
-    other = _merge(models, tmp_path / "other", pt=0.5, sft=0.5)
+    other = merge_models(models, tmp_path / "other", pt=0.5, sft=0.5)
     for file in other.glob("*.safetensors"):
         shutil.copy(file, stale / file.name)
     failures = verify(VerifyConfig(base=str(models["base"]), merged=str(stale), logits=False))[
@@ -145,10 +129,10 @@ def test_one_norm_weight_modified(models, good, tmp_path):
 
 
 def test_bf16_erasure_of_a_small_delta(models, tmp_path):
-    merged = _merge(models, tmp_path / "tiny", pt=1e-4, sft=1e-4)
+    merged = merge_models(models, tmp_path / "tiny", pt=1e-4, sft=1e-4)
     failures = _verify(models, merged, pt=1e-4, sft=1e-4)["failures"]
     assert any("erases it" in f for f in failures)
-    fp32 = _merge(models, tmp_path / "tiny32", pt=1e-4, sft=1e-4, dtype="fp32")
+    fp32 = merge_models(models, tmp_path / "tiny32", pt=1e-4, sft=1e-4, dtype="fp32")
     assert _verify(models, fp32, pt=1e-4, sft=1e-4)["ok"]
 
 
