@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from medmerge import __version__
-from medmerge.errors import MedmergeError
+from medmerge.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    MedmergeError,
+    Terminated,
+)
 
 
 def _adapter_weight(text: str) -> dict[str, object]:
@@ -639,23 +649,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Write failures that come from the machine, not from a bug: disk full, a file-size limit,
-# a quota, a read-only filesystem.
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+# Failures that come from the machine or the file system, not from a bug: disk full, a size
+# limit, a quota, a read-only or immutable folder, a name too long, a path through a file, a
+# symlink loop, a device that is gone.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "free space (or raise the file-size limit) and rerun",
+    errno.EFBIG: "free space (or raise the file-size limit) and rerun",
+    errno.EDQUOT: "free space within your quota and rerun",
+    errno.EROFS: "choose a writable location",
+    errno.EACCES: "fix the permissions or choose another path",
+    errno.EPERM: "fix the permissions (or the immutable flag) or choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+    errno.ELOOP: "the path is a symlink loop; fix the link",
+    errno.EIO: "the device reported an I/O error; check the disk",
+    errno.ENOMEM: "free memory (or raise the memory limit) and rerun",
+}
 
 
-def _environment_write_error(exc: BaseException) -> str | None:
-    """'What happened' for a write that the machine refused (disk full, size limit), else None.
+def _environment_error(exc: BaseException) -> str | None:
+    """One line for a failure the machine caused (disk full, permissions, ...), else None.
 
     safetensors reports I/O failures as SafetensorError text ("... (os error 28)"), not OSError.
     """
+    if isinstance(exc, MemoryError):
+        return "out of memory; free memory (or raise the memory limit), or use a smaller batch"
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
-        return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
+        where = f"{exc.filename}: " if exc.filename else ""
+        fix = _ENVIRONMENT_ERRNOS[exc.errno]
+        return f"{where}{exc.strerror}; {fix} — nothing half-written was kept"
     text = str(exc)
-    for code in _ENVIRONMENT_ERRNOS:
+    for code, fix in _ENVIRONMENT_ERRNOS.items():
         if f"(os error {code})" in text:
-            return os.strerror(code)
+            return f"{os.strerror(code)} while writing; {fix} — nothing half-written was kept"
+    if "alloc" in text.lower() and "memory" in text.lower() and isinstance(exc, RuntimeError):
+        return f"out of memory ({text.splitlines()[0][:120]}); free memory or use a smaller batch"
     return None
+
+
+def _save_traceback(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a file the user can attach to a bug report."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get("MEDMERGE_TRACEBACK_DIR") or tempfile.gettempdir())
+    path = folder / f"medmerge-traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        path.write_text(f"medmerge {__version__}\nargv: {sys.argv}\n\n{text}", "utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def _undecodable_argument(argv: Sequence[str]) -> str | None:
+    """An argument holding bytes that are not UTF-8 (a path we could not name in a manifest)."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    return None
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 _STREAMING_COMMANDS = {"merge", "verify"}
@@ -694,10 +754,21 @@ def _quiet_libraries(command: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bad = _undecodable_argument(argv)
+    if bad is not None:
+        print(
+            f"medmerge: error: {bad}: argument is not valid UTF-8 (a byte that names no "
+            "character); rename the file or folder",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     args = parser.parse_args(argv)
     if args.command in _STREAMING_COMMANDS:
         _idle_threads_sleep()
     _quiet_libraries(args.command)
+    with contextlib.suppress(ValueError):  # not the main thread (tests calling main())
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args.func(args) or 0)
     except MedmergeError as exc:
@@ -705,22 +776,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"medmerge: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:
-        reason = None if args.debug else _environment_write_error(exc)
-        if reason is None:
-            raise
-        print(
-            f"medmerge: error: {reason} while writing; free space (or raise the file-size limit) "
-            "and rerun — nothing half-written was kept",
-            file=sys.stderr,
-        )
-        return 2
+    except Terminated:
+        print("medmerge: terminated; finished artifacts are untouched, rerun to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(
             "medmerge: interrupted; finished artifacts are untouched, rerun to resume",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        reason = _environment_error(exc)
+        if reason is not None:
+            print(f"medmerge: error: {reason}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        saved = _save_traceback(exc)
+        where = f"; traceback saved to {saved}" if saved else ""
+        first = (str(exc).splitlines() or [""])[0][:200]
+        print(
+            f"medmerge: internal error: {type(exc).__name__}: {first}{where} "
+            "(rerun with --debug to print it; please report this)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

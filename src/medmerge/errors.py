@@ -1,9 +1,22 @@
-"""One error family. A MedmergeError is a user error: the CLI prints its one line and exits 2."""
+"""One error family and the exit codes the CLI promises.
+
+0 success; 1 a check that ran and failed (verify WRONG); 2 bad input or unsupported (a
+MedmergeError: one line); 3 an internal error (a bug: one line plus a saved traceback);
+130 interrupted (SIGINT), 143 terminated (SIGTERM) — staging removed, finished artifacts kept.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class MedmergeError(Exception):
@@ -26,6 +39,10 @@ class ModelError(MedmergeError, ValueError):
 
 class MergeError(MedmergeError, ValueError):
     """A merge cannot be done as asked (foreign adapter, unknown method, ...)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that staging is cleaned up as for Ctrl-C."""
 
 
 class VerificationError(MedmergeError):
