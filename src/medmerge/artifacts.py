@@ -20,7 +20,7 @@ import re
 import shutil
 import socket
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,26 @@ def _resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve(strict=False)
 
 
-def guard_inputs(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
+def manifest_stage(folder: str | os.PathLike) -> str | None:
+    """The `stage` a medmerge artifact folder's manifest names, else None."""
+    try:
+        with open(Path(folder) / "medmerge_manifest.json", encoding="utf-8") as handle:
+            stage = json.load(handle).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stage if isinstance(stage, str) else None
+
+
+def guard_inputs(
+    out: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike | None],
+    replaceable: Callable[[Path], bool] | None = None,
+) -> None:
     """Refuse an output that is, contains, or already exists inside one of the command's inputs.
 
     A new file or folder inside an input folder is fine (a run's default report/ folder); an
-    existing one is part of the input (a base's config.json, a run's merged/ stage).
+    existing one is part of the input (a base's config.json, a run's merged/ stage) unless
+    `replaceable` says it is this command's own earlier output (an older report).
     """
     target = _resolved(out)
     for given in inputs:
@@ -57,7 +72,11 @@ def guard_inputs(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
             relation = "is"
         elif target in source.parents:
             relation = "contains"
-        elif source in target.parents and os.path.lexists(target):
+        elif (
+            source in target.parents
+            and os.path.lexists(target)
+            and not (replaceable is not None and replaceable(target))
+        ):
             relation = "is part of"
         else:
             continue
@@ -296,14 +315,17 @@ def staged_output(
     out: str | os.PathLike,
     force: bool = False,
     inputs: Iterable[str | os.PathLike | None] = (),
+    stage: str | None = None,
 ) -> Iterator[Path]:
     """Yield a fresh temporary sibling of `out`; on success rename it to `out`.
 
+    `inputs` are the paths the command reads: `out` may not be one of them, hold one, or be an
+    existing part of one — except an earlier artifact of the same `stage` (its manifest says so).
     On any exception (KeyboardInterrupt and SIGTERM included) the temporary folder is removed
     and `out` is left exactly as it was.
     """
     target = check_output_free(out, force)
-    guard_inputs(target, inputs)
+    guard_inputs(target, inputs, lambda p: stage is not None and manifest_stage(p) == stage)
     _make_parent(target)
     with output_lock(target):
         reap_staging(target)

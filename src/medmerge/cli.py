@@ -265,8 +265,8 @@ def _template_flags(
     )
 
 
-def _force_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+def _force_flag(p: argparse.ArgumentParser, what: str = "replace an existing --out") -> None:
+    p.add_argument("--force", action="store_true", help=what)
 
 
 def _vllm_flags(p: argparse.ArgumentParser) -> None:
@@ -502,6 +502,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         "out": args.out,
         "backend": args.backend,
         "progress": False if args.no_progress else None,
+        "force": args.force or None,
     }
     cfg = build_sweep_config(args.config_file, {**overrides, **parse_set_overrides(args.set)})
     return run_sweep(cfg)
@@ -518,6 +519,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     _vllm_flags(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _force_flag(p, "discard the sweep folder's finished points and start over")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
     _add_common(p, config=False)
     p.set_defaults(func=_cmd_sweep)
@@ -577,13 +579,14 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from medmerge.report.build import ReportConfig, build_report
 
-    return build_report(ReportConfig(run_dir=args.run_dir, out=args.out))
+    return build_report(ReportConfig(run_dir=args.run_dir, out=args.out, force=args.force))
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="report.md and a self-contained report.html of a run folder")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a `medmerge run` folder")
     p.add_argument("--out", help="report folder (default RUN_DIR/report)")
+    _force_flag(p, "replace an existing report folder (never the run folder or its stages)")
     _add_common(p, config=False)
     p.set_defaults(func=_cmd_report)
 
@@ -767,8 +770,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in _STREAMING_COMMANDS:
         _idle_threads_sleep()
     _quiet_libraries(args.command)
-    with contextlib.suppress(ValueError):  # not the main thread (tests calling main())
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _dispatch(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand; map every way it can end to one line and a documented exit code."""
     try:
         return int(args.func(args) or 0)
     except MedmergeError as exc:
@@ -777,7 +790,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medmerge: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
-        print("medmerge: terminated; finished artifacts are untouched, rerun to resume", file=sys.stderr)
+        print(
+            "medmerge: terminated; finished artifacts are untouched, rerun to resume",
+            file=sys.stderr,
+        )
         return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(

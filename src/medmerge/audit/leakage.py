@@ -9,6 +9,7 @@ record. An item shorter than n tokens counts as one n-gram of its whole text.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ from pydantic import Field
 from medmerge.artifacts import staged_output
 from medmerge.audit.records import read_records, write_without
 from medmerge.config import StageConfig
+from medmerge.errors import DataError
 from medmerge.manifest import sha256_file, write_manifest
 
 _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
@@ -123,12 +125,23 @@ def run_audit(cfg: AuditConfig) -> int:
         "eval": {f: {"sha256": sha256_file(f), **summarize(rows)} for f, rows in per_file.items()},
         "total": summarize([r for rows in per_file.values() for r in rows]),
     }
-    with staged_output(cfg.out, cfg.force) as folder:
+    inputs = [*cfg.train, *cfg.eval]
+    _check_exclude_names(cfg)
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(
+            staged_output(cfg.out, cfg.force, inputs=inputs, stage="audit-leakage")
+        )
+        if cfg.exclude:
+            exclude = stack.enter_context(
+                staged_output(
+                    cfg.exclude, cfg.force, inputs=[*inputs, cfg.out], stage="audit-exclude"
+                )
+            )
+            report["decontaminated"] = _exclude(cfg, per_file, exclude)
+            write_manifest(exclude, "audit-exclude", {"config": cfg.model_dump()})
         with open(folder / "items.jsonl", "w", encoding="utf-8") as handle:
             for rows in per_file.values():
                 handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        if cfg.exclude:
-            report["decontaminated"] = _exclude(cfg, per_file)
         (folder / "leakage.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
         write_manifest(folder, "audit-leakage", {"config": cfg.model_dump()})
     for file, summary in report["eval"].items():
@@ -141,12 +154,28 @@ def run_audit(cfg: AuditConfig) -> int:
     return 0
 
 
-def _exclude(cfg: AuditConfig, per_file: dict[str, list[dict]]) -> dict[str, Any]:
+def _check_exclude_names(cfg: AuditConfig) -> None:
+    """Each evaluation file gets its copy under its own name: two files named alike would clash."""
+    if not cfg.exclude:
+        return
+    seen: dict[str, str] = {}
+    for file in cfg.eval:
+        name = Path(file).name
+        if name in seen:
+            raise DataError(
+                f"{file}: --exclude would write its copy as {name}, the name {seen[name]}'s copy "
+                "has; audit the two files in separate runs"
+            )
+        seen[name] = file
+
+
+def _exclude(cfg: AuditConfig, per_file: dict[str, list[dict]], folder: Path) -> dict[str, Any]:
+    """Decontaminated copies in the staged `folder`; reported under their final paths."""
     written = {}
     for file, rows in per_file.items():
         drop = {r["id"] for r in rows if r["flagged"]}
+        kept = write_without(file, drop, folder / Path(file).name)
         target = Path(cfg.exclude) / Path(file).name
-        kept = write_without(file, drop, target)
         written[str(target)] = {"kept": kept, "dropped": len(drop)}
         print(f"[audit] decontaminated copy: {target} ({kept} kept, {len(drop)} dropped)")
     return written

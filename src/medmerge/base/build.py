@@ -111,7 +111,7 @@ def build_base(cfg: BaseBuildConfig) -> Path:
     """Build the tiny base into `cfg.out` (staged, renamed when complete); returns the path."""
     data_dir = Path(cfg.data_dir) if cfg.data_dir else sample_data_dir()
     started = time.perf_counter()
-    with staged_output(cfg.out, cfg.force) as staging:
+    with staged_output(cfg.out, cfg.force, inputs=[data_dir]) as staging:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         tokenizer = train_tokenizer(raw_texts(data_dir), cfg.vocab_size)

@@ -11,7 +11,13 @@ from medmerge.artifacts import staged_output
 from medmerge.data.records import iter_json_records
 from medmerge.data.templates import get_template
 from medmerge.errors import DataError
-from medmerge.eval.config import GenEvalConfig, McqEvalConfig, SafetyConfig, ScoreConfig
+from medmerge.eval.config import (
+    GenEvalConfig,
+    McqEvalConfig,
+    ModelSpec,
+    SafetyConfig,
+    ScoreConfig,
+)
 from medmerge.eval.generation import generate_answers, load_gen_items, score_outputs
 from medmerge.eval.mcq import (
     FORMATS,
@@ -33,6 +39,11 @@ from medmerge.eval.session import data_hashes, open_model, run_meta, write_json,
 from medmerge.manifest import sha256_file, write_manifest
 
 
+def _inputs(spec: ModelSpec, data: list[str | None]) -> list[str | None]:
+    """What an evaluation reads: its output may be none of these (nor hold one)."""
+    return [spec.model, spec.base, *(a.path for a in spec.adapters), *data]
+
+
 def _finish(
     folder: Path, command: str, cfg: Any, results: dict[str, Any], rows: list[dict]
 ) -> None:
@@ -49,7 +60,7 @@ def run_gen_eval(cfg: GenEvalConfig) -> int:
     """`medmerge eval gen`: generate with the training template, score raw and think-stripped."""
     template = get_template(cfg.template)
     items = load_gen_items(cfg.data, cfg.format, cfg.columns)[: cfg.limit]
-    with staged_output(cfg.out, cfg.force) as folder:
+    with staged_output(cfg.out, cfg.force, inputs=_inputs(cfg.model_spec(), [cfg.data])) as folder:
         backend, mismatches = open_model(cfg, cfg.model_spec())
         write_json(
             folder / "run_meta.json",
@@ -103,7 +114,7 @@ def run_score(cfg: ScoreConfig) -> int:
             }
         )
     counts = _token_counts(cfg.tokenizer, predictions, tokens)
-    with staged_output(cfg.out, cfg.force) as folder:
+    with staged_output(cfg.out, cfg.force, inputs=[cfg.predictions, cfg.tokenizer]) as folder:
         write_json(
             folder / "run_meta.json", run_meta("score", cfg, None, data_hashes([cfg.predictions]))
         )
@@ -138,7 +149,8 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
         cfg.language if cfg.language != "auto" else detect_language([i.question for i in items])
     )
     shots = [few_shot_examples(item, pool, cfg.few_shot, cfg.seed) for item in items]
-    with staged_output(cfg.out, cfg.force) as folder:
+    inputs = _inputs(cfg.model_spec(), [*cfg.data, *cfg.few_shot_data])
+    with staged_output(cfg.out, cfg.force, inputs=inputs) as folder:
         backend, mismatches = open_model(cfg, cfg.model_spec())
         hashes = data_hashes([*cfg.data, *cfg.few_shot_data])
         write_json(
@@ -167,7 +179,8 @@ def run_safety_eval(cfg: SafetyConfig) -> int:
     template = get_template(cfg.template)
     rows = [{**p, "answers": {}} for p in prompts]
     labels, identities, mismatches = [], {}, []
-    with staged_output(cfg.out, cfg.force) as folder:
+    inputs = [p for spec in cfg.models for p in _inputs(spec, [cfg.prompts])]
+    with staged_output(cfg.out, cfg.force, inputs=inputs) as folder:
         data = data_hashes([cfg.prompts]) if cfg.prompts else {"bundled": "safety_prompts.jsonl"}
         write_json(folder / "run_meta.json", run_meta("safety", cfg, None, data))
         for index, spec in enumerate(cfg.models):

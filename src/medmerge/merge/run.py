@@ -10,8 +10,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from medmerge.artifacts import check_output_free, staged_output
-from medmerge.manifest import model_identity, write_manifest
+from medmerge.artifacts import check_output_free, guard_inputs, staged_output
+from medmerge.manifest import (
+    MANIFEST_NAME,
+    model_identity,
+    sha256_file,
+    write_manifest,
+)
 from medmerge.merge.adapter_export import export_adapter
 from medmerge.merge.adapters import load_adapter
 from medmerge.merge.checkpoint import DTYPE_NAMES, Checkpoint
@@ -20,6 +25,7 @@ from medmerge.merge.delta import WeightPlan
 from medmerge.merge.full_export import MergeJob, export_full, resolve_dtype
 from medmerge.merge.methods import MethodParams, get_method
 from medmerge.merge.preflight import check_identity, check_shapes, check_weights, has_recorded_base
+from medmerge.sidefiles import side_file_digests
 
 MERGED_ADAPTER_DIR = "merged_adapter"
 
@@ -37,7 +43,9 @@ def run_merge(cfg: MergeConfig) -> int:
     """Merge; return 0 on success, 1 when the merged result fails verification."""
     get_method(cfg.method)
     check_weights(cfg)
+    inputs = [cfg.base, *(a.path for a in cfg.adapters)]
     check_output_free(cfg.out, cfg.force)
+    guard_inputs(cfg.out, inputs)
     base = Checkpoint(cfg.base)
     adapters = [load_adapter(a.path, cfg.allow_pickle) for a in cfg.adapters]
     check_shapes(adapters, base)
@@ -56,7 +64,7 @@ def run_merge(cfg: MergeConfig) -> int:
         identity = pool.submit(model_identity, base.folder)
         if any(has_recorded_base(a) for a in adapters):
             check_identity(adapters, identity.result())
-        with staged_output(cfg.out, cfg.force) as staging:
+        with staged_output(cfg.out, cfg.force, inputs=inputs) as staging:
             outputs = _export(job, cfg, staging)
             verified = _verify(cfg, staging) if cfg.verify else None
             payload = _manifest_payload(cfg, job, adapters, identity.result(), outputs, verified)
@@ -69,6 +77,7 @@ def _export(job: MergeJob, cfg: MergeConfig, staging: Path) -> dict[str, object]
     outputs: dict[str, object] = {}
     if cfg.export in ("full", "both"):
         outputs["files"] = export_full(job, staging, _progress(len(job.base.entries)))
+        outputs["side_files"] = side_file_digests(staging)
     if cfg.export in ("adapter", "both"):
         folder = staging if cfg.export == "adapter" else staging / MERGED_ADAPTER_DIR
         folder.mkdir(exist_ok=True)
@@ -102,6 +111,7 @@ def _manifest_payload(cfg, job, adapters, identity, outputs, verified) -> dict[s
                 "path": str(adapter.path.resolve()),
                 "weight": spec.weight,
                 **adapter.hashes(),
+                "adapter_manifest_sha256": _manifest_digest(adapter.path),
                 "template": (adapter.manifest or {}).get("template"),
                 "enable_thinking": (adapter.manifest or {}).get("enable_thinking"),
             }
@@ -118,6 +128,11 @@ def _manifest_payload(cfg, job, adapters, identity, outputs, verified) -> dict[s
         "config": cfg.model_dump(),
         "verified": verified,
     }
+
+
+def _manifest_digest(folder: Path) -> str | None:
+    path = folder / MANIFEST_NAME
+    return sha256_file(path) if path.is_file() else None
 
 
 def _summarise(cfg: MergeConfig, job: MergeJob, verified: bool | None) -> None:

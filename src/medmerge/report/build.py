@@ -33,7 +33,7 @@ class ReportConfig(StageConfig):
 
     run_dir: str
     out: str | None = None  # default: RUN_DIR/report
-    force: bool = True
+    force: bool = False  # replace an existing report folder (never the run or its stages)
 
 
 def _json(path: Path) -> Any:
@@ -307,7 +307,7 @@ def build_report(cfg: ReportConfig) -> int:
     doc = Doc(f"medmerge report — {run.name}")
     for section in SECTIONS:
         section(doc, run)
-    with staged_output(out, cfg.force) as folder:
+    with staged_output(out, cfg.force, inputs=[run], stage="report") as folder:
         for source, name in doc.images:
             shutil.copyfile(source, folder / name)
         (folder / "report.md").write_text(doc.markdown(), "utf-8")

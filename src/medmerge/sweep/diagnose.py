@@ -130,7 +130,10 @@ def run_diagnose(cfg: DiagnoseConfig) -> int:
     adapters = [load_adapter(a.path) for a in cfg.adapters]
     rows = interference_table(_base_state(cfg.base), adapters)
     ablation = run_ablation(cfg, adapters) if cfg.ablation else []
-    with staged_output(cfg.out, cfg.force) as folder:
+    inputs = [cfg.base, *(a.path for a in cfg.adapters)]
+    if cfg.ablation:
+        inputs.append(cfg.ablation.suite.data)
+    with staged_output(cfg.out, cfg.force, inputs=inputs) as folder:
         _write_table(folder / "interference.csv", rows)
         _write_table(folder / "ablation.csv", ablation)
         heatmaps = {}

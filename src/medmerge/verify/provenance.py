@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medmerge.manifest import file_matches
+from medmerge.manifest import MANIFEST_NAME, file_matches, sha256_file
 from medmerge.merge.adapters import Adapter
 from medmerge.merge.preflight import recorded_base_mismatch
+from medmerge.sidefiles import side_file_digests
 
 
 def check_template(
@@ -71,3 +73,100 @@ def check_own_files(merged: Path, manifest: dict[str, Any] | None) -> list[str]:
                 "(another run wrote into this folder); re-run the merge into a fresh --out"
             ]
     return []
+
+
+def check_adapter_manifests(
+    adapters: Sequence[Adapter], manifest: dict[str, Any] | None
+) -> list[str]:
+    """An adapter's own manifest (its template, its base) must be the one the merge read."""
+    recorded = {Path(a["path"]).resolve(): a for a in (manifest or {}).get("adapters", [])}
+    problems = []
+    for adapter in adapters:
+        entry = recorded.get(adapter.path.resolve())
+        if entry is None or "adapter_manifest_sha256" not in entry:
+            continue
+        path = adapter.path / MANIFEST_NAME
+        now = sha256_file(path) if path.is_file() else None
+        if now != entry["adapter_manifest_sha256"]:
+            state = "was deleted" if now is None else "was edited"
+            problems.append(
+                f"adapter manifest changed after the merge: {path} {state} (its recorded template "
+                "and base may no longer be what the merge read); re-run the merge"
+            )
+    return problems
+
+
+def check_side_files(merged: Path, manifest: dict[str, Any] | None) -> list[str]:
+    """Tokenizer, chat template and config files must be the ones the merge wrote."""
+    recorded = ((manifest or {}).get("outputs") or {}).get("side_files")
+    if recorded is None:
+        return []
+    now = side_file_digests(merged)
+    problems = []
+    for name in sorted(recorded.keys() | now.keys()):
+        if name not in now:
+            problems.append(f"side file deleted after the merge: {merged / name}; re-run the merge")
+        elif name not in recorded:
+            problems.append(
+                f"side file added after the merge: {merged / name} (a tokenizer or chat template "
+                "the merge did not write); remove it or re-run the merge"
+            )
+        elif now[name] != recorded[name]:
+            problems.append(
+                f"side file edited after the merge: {merged / name} is not what the merge wrote "
+                "(tokenizer, chat template or config); re-run the merge"
+            )
+    return problems
+
+
+def _chat_template(folder: Path) -> str | None:
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text("utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            return json.loads(config.read_text("utf-8-sig")).get("chat_template")
+        except (ValueError, AttributeError):
+            return None
+    return None
+
+
+def _vocabulary(folder: Path) -> Any:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text("utf-8-sig"))
+    except ValueError:
+        return "<unreadable>"
+    return {key: data.get(key) for key in ("model", "added_tokens")}
+
+
+def check_side_files_against_base(base: Path, merged: Path) -> list[str]:
+    """The merged model must read its prompts as the base does: same chat template and vocabulary.
+
+    Compared by content, not bytes, so a merge saved by another tool (re-serialised JSON) passes.
+    """
+    problems = []
+    if _chat_template(base) != _chat_template(merged):
+        problems.append(
+            f"chat template differs: {merged} does not carry the base's chat template "
+            f"({base}); evaluation would prompt it differently — copy the base's tokenizer files"
+        )
+    if _vocabulary(base) != _vocabulary(merged):
+        problems.append(
+            f"tokenizer differs: {merged / 'tokenizer.json'} has another vocabulary than the "
+            f"base's; copy the base's tokenizer files"
+        )
+    return problems
+
+
+def skipped_without_manifest(merged: Path) -> str:
+    """The warning when a merged folder has no manifest: which checks could not run."""
+    return (
+        f"{merged}: no medmerge merge manifest, so these checks were skipped: the weight files' "
+        "recorded digests, the tokenizer/chat-template/config files' recorded digests, the "
+        "adapters' recorded hashes and manifests (tensors, chat template and vocabulary against "
+        "the base were still checked)"
+    )

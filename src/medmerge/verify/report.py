@@ -33,6 +33,8 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
         b = report["behaviour"]
         line += f", logits max |diff| {b['max_abs_diff']:.3g}, top-1 {b['top1_agreement']:.0%}"
     console.print(line)
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]WARN[/yellow] {warning}", highlight=False)
     for failure in report["failures"][:_MAX_LISTED]:
         console.print(f"[red]FAIL[/red] {failure}", highlight=False)
     if len(report["failures"]) > _MAX_LISTED:

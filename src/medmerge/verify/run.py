@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock, refuse_if_locked
 from medmerge.errors import ConfigError
 from medmerge.manifest import model_identity, read_manifest
 from medmerge.merge.adapters import Adapter, load_adapter
@@ -37,16 +38,44 @@ from medmerge.verify.tensors import (
 
 
 def run_verify(cfg: VerifyConfig) -> int:
-    """0 when every check passes, 1 when one fails (usage errors raise, exit 2)."""
-    report = verify(cfg)
+    """0 when every check passes, 1 when one fails (usage errors raise, exit 2).
+
+    The merged folder's lock is held throughout: a merge that would replace the folder while it
+    is read waits its turn (it is refused), and one already writing it makes verify refuse.
+    """
     path = Path(cfg.report) if cfg.report else Path(cfg.merged) / "verify.json"
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
-    os.replace(partial, path)  # an earlier report is replaced whole or not at all
+    _check_report_path(cfg, path)
+    refuse_if_locked(cfg.merged, "verify")
+    with output_lock(cfg.merged):
+        report = verify(cfg)
+        atomic_write_json(path, report)  # an earlier report is replaced whole or not at all
     print_summary(report, path)
     return 0 if report["ok"] else 1
+
+
+def _is_verify_report(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"ok", "tensors_checked", "failures"} <= record.keys()
+
+
+def _check_report_path(cfg: VerifyConfig, path: Path) -> None:
+    """--report may replace an earlier verify report, never another file or one of the inputs."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: --report is a folder; pass a file path such as verify.json")
+    inputs = [cfg.base, cfg.merged, *(a.path for a in cfg.adapters)]
+    guard_inputs(path, inputs, replaceable=_is_verify_report)
+    if os.path.lexists(path) and not _is_verify_report(path):
+        raise ConfigError(
+            f"{path}: --report exists and is not a verify report; choose another path "
+            "(verify replaces only its own earlier reports)"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"{path}: --report's folder {path.parent} does not exist; create it first"
+        )
 
 
 def verify_merge_output(cfg: MergeConfig, staging: Path) -> bool:
@@ -60,10 +89,9 @@ def verify_merge_output(cfg: MergeConfig, staging: Path) -> bool:
         report=str(staging / "verify.json"),
     )
     report = verify(verify_cfg, merge_cfg=cfg)
-    with open(staging / "verify.json", "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
-    print_summary(report, staging / "verify.json")
+    report["merged"] = str(cfg.out)  # the folder it will be once renamed into place
+    atomic_write_json(staging / "verify.json", report)
+    print_summary(report, Path(cfg.out) / "verify.json")
     return bool(report["ok"])
 
 
@@ -87,7 +115,14 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
         failures += [r.problem for r in results if r.problem]
         failures += provenance.check_recorded_bases(adapters, identity.result())
         failures += own_files.result()
-    failures += provenance.check_adapter_hashes(adapters, manifest) if merge_cfg is None else []
+    warnings = []
+    if merge_cfg is None:
+        failures += provenance.check_adapter_hashes(adapters, manifest)
+        failures += provenance.check_adapter_manifests(adapters, manifest)
+        failures += provenance.check_side_files(merged_dir, manifest)
+        if manifest is None:
+            warnings.append(provenance.skipped_without_manifest(merged_dir))
+    failures += provenance.check_side_files_against_base(Path(cfg.base), merged_dir)
     failures += provenance.check_template(adapters, cfg.template, cfg.enable_thinking)
     labels = [a.path.name for a in adapters]
     recovery = solve(fit)
@@ -105,7 +140,10 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
                 f"behaviour: logits differ from base + adapters in memory (max |diff| {behaviour['max_abs_diff']:.3g}, "
                 f"top-1 agreement {behaviour['top1_agreement']:.0%})"
             )
-    return _record(cfg, specs, recovery, results, failures, behaviour, method)
+    return {
+        **_record(cfg, specs, recovery, results, failures, behaviour, method),
+        "warnings": warnings,
+    }
 
 
 @dataclass(frozen=True)
