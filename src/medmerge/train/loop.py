@@ -6,8 +6,10 @@ PEFT provides the LoRA layers and the adapter format. Same seed on CPU, same byt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, get_scheduler
 
-from medmerge.artifacts import check_output_free, staged_output
+from medmerge.artifacts import check_output_free, guard_inputs, output_lock, staged_output
 from medmerge.manifest import model_identity, sha256_json
 from medmerge.progress import progress_bar
 from medmerge.train import checkpoint
@@ -100,8 +102,30 @@ def make_optimizer(cfg: TrainConfig, model, total_steps: int):
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Train one LoRA adapter into `cfg.out`; resumes from `<out>.partial` after an interruption."""
+    """Train one LoRA adapter into `cfg.out`; resumes from `<out>.partial` after an interruption.
+
+    The main process holds `out`'s lock from start to end, so a second `train` on the same
+    OUT is refused instead of resuming (and corrupting) this run's live `.partial`.
+    """
+    inputs = [cfg.base, *_data_paths(cfg)]
     check_output_free(cfg.out, cfg.force)
+    guard_inputs(cfg.out, inputs)
+    guard_inputs(checkpoint.partial_dir(cfg.out), inputs)
+    with _main_process_lock(cfg.out):
+        return _train(cfg, inputs)
+
+
+def _data_paths(cfg: TrainConfig) -> list[str]:
+    return [entry if isinstance(entry, str) else entry.path for entry in cfg.data]
+
+
+def _main_process_lock(out: str):
+    """`out`'s lock on the main process (rank 0 writes); the other ranks only read and train."""
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+    return output_lock(out) if rank == 0 else contextlib.nullcontext()
+
+
+def _train(cfg: TrainConfig, inputs: list[str]) -> TrainResult:
     base_identity = model_identity(cfg.base)
     tokenizer = load_tokenizer(cfg)
     data = load_training_data(cfg, tokenizer)
@@ -142,7 +166,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the LoRA.
     full_state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        with staged_output(cfg.out, cfg.force) as staging:
+        with staged_output(cfg.out, cfg.force, inputs=inputs) as staging:
             write_adapter_folder(
                 staging,
                 accelerator.unwrap_model(model),
