@@ -1,15 +1,18 @@
 """`medmerge run PIPELINE.yaml`: base -> PT -> SFT -> merge -> verify -> eval -> sweep ->
 audit -> diagnose -> report, each stage skipped when its record shows the same inputs.
 
-A stage's record (`<out>/.pipeline/<stage>.json`) holds its resolved config and the
-manifest hashes of the artifacts it read; when both match and its artifact is complete
-the stage is reused, so a rerun after a crash carries on where it stopped, and a stage
-whose upstream was rebuilt runs again.
+A stage's record (`<out>/.pipeline/<stage>.json`) holds its resolved config, the manifest
+hashes of the artifacts it read and the content hashes of the data files it read; when all
+match and its artifact is complete the stage is reused, so a rerun after a crash carries on
+where it stopped, and a stage whose upstream was rebuilt or whose data changed runs again.
+A stage folder the pipeline did not make (a user's own base/) is never replaced.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,21 +21,58 @@ from typing import Any
 
 from pydantic import Field
 
+from medmerge.artifacts import atomic_write_json, guard_inputs, staged_output
 from medmerge.audit.leakage import AuditConfig, run_audit
 from medmerge.base import BaseBuildConfig, build_base
 from medmerge.config import StageConfig, build_config
-from medmerge.manifest import MANIFEST_NAME, sha256_file, write_manifest
+from medmerge.errors import DataError, MedmergeError
+from medmerge.manifest import MANIFEST_NAME, sha256_file, sha256_json, write_manifest
 from medmerge.merge import MergeConfig, run_merge
+from medmerge.paths import sample_data_dir
 from medmerge.report.build import ReportConfig, build_report
 from medmerge.sweep import SweepConfig, run_sweep
 from medmerge.sweep.config import build_sweep_config
 from medmerge.sweep.diagnose import Ablation, DiagnoseConfig, run_diagnose
-from medmerge.sweep.run import evaluate_checkpoint
+from medmerge.sweep.run import data_digest, evaluate_checkpoint, sweep_folder_problem
 from medmerge.train import TrainConfig, train
+from medmerge.train.checkpoint import partial_dir
 from medmerge.verify import VerifyConfig, run_verify
 
 STAGES = ("base", "pt", "sft", "merge", "verify", "eval", "sweep", "audit", "diagnose", "report")
 _RUN_ONLY_KEYS = ("force", "progress")  # how a stage ran, not what it made
+# The manifest `stage` (and train_stage) of the folder each stage writes; verify writes into
+# the merge's folder. A folder there with another manifest, or none, is the user's.
+_MADE_BY = {
+    "base": ("base", None),
+    "pt": ("train", "pt"),
+    "sft": ("train", "sft"),
+    "merge": ("merge", None),
+    "verify": ("merge", None),
+    "eval": ("eval", None),
+    "audit": ("audit-leakage", None),
+    "diagnose": ("diagnose", None),
+    "report": ("report", None),
+}
+# What `medmerge base build` reads of its data folder (base/corpus.py).
+_BASE_CORPUS = (
+    "pt/medical_abstracts.csv",
+    "pt/huatuo_zh_text.jsonl",
+    "qa_en/pubmedqa_pqal_sample.json",
+    "qa_en/meqsum_sample.jsonl",
+    "mcq_en/dev_HEAD_EN.json",
+    "mcq_zh/cmmlu_medical_dev",
+)
+
+
+class StageFailed(MedmergeError):
+    """A stage ended with a non-zero status (verify found a WRONG merge: 1); the run stops."""
+
+    def __init__(self, stage: str, status: int) -> None:
+        super().__init__(
+            f"stage {stage} failed (exit status {status}; its output above says why); the "
+            "stages before it are kept — fix the cause and rerun `medmerge run` to carry on"
+        )
+        self.exit_code = status
 
 
 class PipelineConfig(StageConfig):
@@ -70,52 +110,125 @@ class Stage:
     run: Callable[[Any], object]
     artifact: Path  # a folder with a manifest, or a file, that exists only when complete
     upstream: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)  # data files (or folders) the stage reads
+
+    @property
+    def folder(self) -> Path:
+        return self.artifact if self.artifact.suffix == "" else self.artifact.parent
 
 
 def _artifact_done(path: Path) -> bool:
     return (path / MANIFEST_NAME).is_file() if path.suffix == "" else path.is_file()
 
 
-def _fingerprint(path: Path) -> str | None:
-    target = path / MANIFEST_NAME if path.suffix == "" else path
-    return sha256_file(target) if target.is_file() else None
+def _fingerprint(stage: Stage, records: Path) -> dict[str, str | None]:
+    """An upstream artifact's manifest hash and the hash of the inputs its record holds.
+
+    The record's hash carries a changed data file down the chain even when the rebuilt
+    upstream's manifest happens to come out byte-identical.
+    """
+    target = stage.artifact / MANIFEST_NAME if stage.artifact.suffix == "" else stage.artifact
+    record = _read_json(records / f"{stage.name}.json")
+    return {
+        "manifest": sha256_file(target) if target.is_file() else None,
+        "record": None if record is None else sha256_json(record),
+    }
 
 
-def _record(stage: Stage, stages: dict[str, Stage]) -> dict[str, Any]:
+def _record(stage: Stage, stages: dict[str, Stage], records: Path, digests: dict) -> dict:
+    for path in stage.data:
+        if path not in digests:
+            digests[path] = data_digest(path)  # each file hashed once per run
     return {
         "config": stage.cfg.model_dump(
             exclude=set(_RUN_ONLY_KEYS) & set(type(stage.cfg).model_fields)
         ),
-        "upstream": {n: _fingerprint(stages[n].artifact) for n in stage.upstream},
+        "upstream": {n: _fingerprint(stages[n], records) for n in stage.upstream},
+        "data": {path: digests[path] for path in stage.data},
     }
 
 
-def _run_stage(stage: Stage, stages: dict[str, Stage], records: Path) -> None:
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None  # absent, or not a record this pipeline wrote whole: the stage reruns
+
+
+def _foreign(stage: Stage) -> str | None:
+    """Why the stage's folder is not one this pipeline made (None: absent, empty or ours)."""
+    folder = stage.folder
+    if stage.name == "sweep":
+        return sweep_folder_problem(folder)
+    if not os.path.lexists(folder):
+        return None
+    if not folder.is_dir():
+        return "it is a file"
+    if not any(folder.iterdir()):
+        return None
+    manifest = _read_json(folder / MANIFEST_NAME)
+    if not isinstance(manifest, dict):
+        return "it has no medmerge manifest"
+    made_by, train_stage = _MADE_BY[stage.name]
+    if manifest.get("stage") != made_by or manifest.get("train_stage", None) != train_stage:
+        return f"its medmerge manifest is of stage {manifest.get('stage')!r}"
+    return None
+
+
+def _refuse_foreign(stage: Stage, inputs: list[str]) -> None:
+    guard_inputs(stage.folder, inputs)
+    problem = _foreign(stage)
+    if problem:
+        raise MedmergeError(
+            f"{stage.folder}: this {stage.name} stage folder was not made by `medmerge run` "
+            f"({problem}); it was left as it is — move it away or choose another run folder, "
+            f"or leave {stage.name} out of `stages` to use what is there"
+        )
+
+
+def _run_stage(
+    stage: Stage, stages: dict[str, Stage], records: Path, digests: dict[str, str | None]
+) -> None:
+    """Reuse the stage when its record shows the same inputs, else run it and record them."""
     record_path = records / f"{stage.name}.json"
-    wanted = _record(stage, stages)
-    recorded = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else None
+    pending_path = records / f"{stage.name}.pending.json"
+    wanted = json.loads(json.dumps(_record(stage, stages, records, digests), default=str))
     done = _artifact_done(stage.artifact)
-    if done and recorded == json.loads(json.dumps(wanted, default=str)):
+    if done and _read_json(record_path) == wanted:
         print(f"[{stage.name}] reusing {stage.artifact} (same inputs)")
-        record_path.write_text(json.dumps(wanted, indent=1, default=str), "utf-8")
         return
     started = time.perf_counter()
     print(f"[{stage.name}] -> {stage.artifact}")
     record_path.unlink(missing_ok=True)
-    update = {"force": True} if "force" in type(stage.cfg).model_fields else {}
+    _discard_stale_partial(stage, _read_json(pending_path), wanted)
+    atomic_write_json(pending_path, wanted)
+    update = {}
+    if "force" in type(stage.cfg).model_fields and stage.name != "sweep":
+        # replace only what this pipeline made before (checked); a sweep resumes instead
+        update["force"] = os.path.lexists(stage.folder) and any(stage.folder.iterdir())
     status = stage.run(stage.cfg.model_copy(update=update))
     if isinstance(status, int) and status != 0:
-        raise SystemExit(status)
-    record_path.write_text(json.dumps(wanted, indent=1, default=str), "utf-8")
+        raise StageFailed(stage.name, status)
+    atomic_write_json(record_path, wanted)
+    pending_path.unlink(missing_ok=True)
     print(f"[{stage.name}] done in {time.perf_counter() - started:.0f} s")
 
 
-def _run_eval(cfg: EvalStageConfig) -> int:
-    from medmerge.artifacts import staged_output
+def _discard_stale_partial(stage: Stage, pending: Any, wanted: dict) -> None:
+    """Drop a training checkpoint this pipeline began with other inputs (a data file edited).
 
+    Training resumes a `.partial` whose config matches; its data files' content is not in
+    that check, so after an edit it would carry on from steps trained on the old content.
+    """
+    if stage.name in ("pt", "sft") and pending is not None and pending != wanted:
+        shutil.rmtree(partial_dir(stage.artifact), ignore_errors=True)
+
+
+def _run_eval(cfg: EvalStageConfig) -> int:
     sweep = SweepConfig(**cfg.sweep)
     rows = evaluate_checkpoint(cfg.model, sweep)
-    with staged_output(cfg.out, force=True) as folder:
+    inputs = [cfg.model, *sweep.data_files()]
+    with staged_output(cfg.out, force=cfg.force, inputs=inputs) as folder:
         (folder / "results.json").write_text(
             json.dumps({"model": cfg.model, "rows": rows}, indent=2, default=str) + "\n", "utf-8"
         )
@@ -179,7 +292,7 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
     evaluation = EvalStageConfig(model=d["merged"], sweep=sweep.model_dump(), out=d["eval"])
     audit = AuditConfig(
         train=_data_files(pt) + _data_files(sft),
-        eval=_eval_files(sweep),
+        eval=sweep.data_files(),
         ngram=cfg.audit_ngram,
         out=d["audit"],
     )
@@ -203,47 +316,69 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
         device=sweep.device,
     )
     report = ReportConfig(run_dir=str(root), out=d["report"])
+    suites = sweep.data_files()
     stages = [
-        Stage("base", base, RUNNERS["base"], Path(d["base"])),
-        Stage("pt", pt, RUNNERS["pt"], Path(d["pt"]), ["base"]),
-        Stage("sft", sft, RUNNERS["sft"], Path(d["sft"]), ["base"]),
+        Stage("base", base, RUNNERS["base"], Path(d["base"]), data=_base_data(base)),
+        Stage("pt", pt, RUNNERS["pt"], Path(d["pt"]), ["base"], _data_files(pt)),
+        Stage("sft", sft, RUNNERS["sft"], Path(d["sft"]), ["base"], _data_files(sft)),
         Stage("merge", merge, RUNNERS["merge"], Path(d["merged"]), ["base", "pt", "sft"]),
         Stage("verify", verify, RUNNERS["verify"], Path(d["merged"]) / "verify.json", ["merge"]),
-        Stage("eval", evaluation, RUNNERS["eval"], Path(d["eval"]), ["merge"]),
-        Stage("sweep", sweep, RUNNERS["sweep"], Path(d["sweep"]), ["base", "pt", "sft"]),
-        Stage("audit", audit, RUNNERS["audit"], Path(d["audit"])),
+        Stage("eval", evaluation, RUNNERS["eval"], Path(d["eval"]), ["merge"], suites),
+        Stage("sweep", sweep, RUNNERS["sweep"], Path(d["sweep"]), ["base", "pt", "sft"], suites),
+        Stage("audit", audit, RUNNERS["audit"], Path(d["audit"]), data=audit.train + audit.eval),
         Stage(
-            "diagnose", diagnose, RUNNERS["diagnose"], Path(d["diagnostics"]), ["base", "pt", "sft"]
+            "diagnose",
+            diagnose,
+            RUNNERS["diagnose"],
+            Path(d["diagnostics"]),
+            ["base", "pt", "sft"],
+            ablation.suite.files() if ablation else [],
         ),
+        # the report reads every stage's folder
         Stage(
-            "report",
-            report,
-            RUNNERS["report"],
-            Path(d["report"]) / "report.html",
-            ["verify", "eval", "sweep", "audit", "diagnose"],
+            "report", report, RUNNERS["report"], Path(d["report"]) / "report.html", [*STAGES[:-1]]
         ),
     ]
     return {s.name: s for s in stages}
+
+
+def _base_data(cfg: BaseBuildConfig) -> list[str]:
+    try:
+        folder = Path(cfg.data_dir) if cfg.data_dir else sample_data_dir()
+    except DataError:
+        return []  # no bundled data here: the base stage itself says so when it runs
+    return [str(folder / name) for name in _BASE_CORPUS]
 
 
 def _data_files(cfg: TrainConfig) -> list[str]:
     return [entry if isinstance(entry, str) else entry.path for entry in cfg.data]
 
 
-def _eval_files(sweep: SweepConfig) -> list[str]:
-    files = [s.data for s in sweep.suites.gen]
-    files += [f for s in sweep.suites.mcq for f in s.data]
-    return list(dict.fromkeys(files))
+def _external_inputs(cfg: PipelineConfig, stages: dict[str, Stage]) -> list[str]:
+    """The files the run reads but does not make: its YAML files and every data file."""
+    files = [cfg.base, cfg.pt, cfg.sft, cfg.merge, cfg.verify, cfg.sweep]
+    return list(dict.fromkeys([*files, *(f for s in stages.values() for f in s.data)]))
 
 
 def run_pipeline(cfg: PipelineConfig) -> int:
     started = time.perf_counter()
     stages = plan_stages(cfg)
+    inputs = _external_inputs(cfg, stages)
+    chosen = [stages[name] for name in STAGES if name in cfg.stages]
+    for stage in chosen:  # all refused before any stage runs, and each again just before it
+        _refuse_foreign(stage, inputs)
     records = Path(cfg.out).resolve() / ".pipeline"
-    records.mkdir(parents=True, exist_ok=True)
-    for name in STAGES:
-        if name in cfg.stages:
-            _run_stage(stages[name], stages, records)
+    try:
+        records.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedmergeError(
+            f"{cfg.out}: cannot use it as the run folder ({exc.strerror or exc}); choose a "
+            "writable folder for `out`"
+        ) from None
+    digests: dict[str, str | None] = {}
+    for stage in chosen:
+        _refuse_foreign(stage, inputs)
+        _run_stage(stage, stages, records, digests)
     print(
         f"\npipeline finished in {time.perf_counter() - started:.0f} s; run folder "
         f"{Path(cfg.out).resolve()}"

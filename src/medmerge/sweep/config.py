@@ -47,6 +47,10 @@ class GenSuite(StageConfig):
     offset: int = Field(default=0, ge=0)
     limit: int | None = Field(default=None, ge=1)
 
+    def files(self) -> list[str]:
+        """The data files (or folders) this suite reads; their content keys its sweep points."""
+        return [self.data]
+
 
 class McqSuite(StageConfig):
     """A multiple-choice benchmark scored by log-likelihood (independent of decoding)."""
@@ -59,6 +63,9 @@ class McqSuite(StageConfig):
     exclude_ids: list[str] = Field(default_factory=list)  # id prefixes to drop, e.g. an exam
     offset: int = Field(default=0, ge=0)
     limit: int | None = Field(default=None, ge=1)
+
+    def files(self) -> list[str]:
+        return list(self.data)
 
 
 class Recommendation(StageConfig):
@@ -103,6 +110,9 @@ class SweepConfig(EngineSettings):
     allow_template_mismatch: bool = False
     allow_pickle: bool = False
     out: str
+    # Discard the finished points of the sweep already in `out` and start over; the new sweep
+    # replaces the old folder only once complete. Never replaces a folder that is not a sweep.
+    force: bool = False
     progress: bool = True
 
     @model_validator(mode="after")
@@ -115,6 +125,11 @@ class SweepConfig(EngineSettings):
         if not (self.suites.gen or self.suites.mcq):
             raise ValueError("suites needs at least one gen or mcq suite")
         return self
+
+    def data_files(self) -> list[str]:
+        """Every suite's data files, once each, in suite order."""
+        suites = [*self.suites.gen, *self.suites.mcq]
+        return list(dict.fromkeys(f for suite in suites for f in suite.files()))
 
     def weight_points(self) -> list[tuple[float, ...]]:
         """Every weight combination, one weight per adapter in `adapters` order."""
