@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 import torch
 
-from medmerge.errors import ModelError
+from medmerge.errors import MergeError
 from medmerge.eval.config import EngineSettings, ModelSpec
+from medmerge.loading import load_causal_lm, load_tokenizer, resolve_model_folder
 from medmerge.manifest import model_identity
 
 
@@ -140,6 +141,38 @@ def model_source_identity(spec: ModelSpec, adapters: Sequence[Any] = ()) -> dict
     }
 
 
+def local_spec(spec: ModelSpec, allow_hub: bool, allow_pickle: bool) -> ModelSpec:
+    """`spec` with its model or base resolved to a local folder (a hub download if allowed)."""
+    key = "model" if spec.model is not None else "base"
+    folder = resolve_model_folder(
+        getattr(spec, key), allow_hub=allow_hub, allow_pickle=allow_pickle
+    )
+    return spec if str(folder) == getattr(spec, key) else spec.model_copy(update={key: str(folder)})
+
+
+def apply_adapters(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    adapters: Sequence[Any],
+    base_identity: dict[str, str] | None = None,
+) -> None:
+    """The exact in-memory merge, after the checks `medmerge merge` makes before writing."""
+    from medmerge.merge import WeightPlan, apply_merged_delta
+    from medmerge.merge.delta import all_finite, all_touched
+    from medmerge.merge.preflight import check_in_memory_merge
+
+    check_in_memory_merge(adapters, model, spec.base, base_identity)
+    plan = WeightPlan(tuple(a.weight for a in spec.adapters))
+    apply_merged_delta(model, adapters, plan, spec.method)
+    parameters = dict(model.named_parameters())
+    for name in sorted(all_touched(adapters)):
+        if not all_finite(parameters[name]):
+            raise MergeError(
+                f"{name}: merged tensor overflows {parameters[name].dtype} (Inf/NaN); "
+                "use --dtype fp32 or smaller weights"
+            )
+
+
 class HFBackend:
     """transformers causal LM: batched scoring (right padding) and generation (left padding)."""
 
@@ -150,28 +183,23 @@ class HFBackend:
         dtype: str = "auto",
         batch_size: int = 8,
         adapters: Sequence[Any] = (),
+        *,
+        allow_pickle: bool = False,
+        allow_hub: bool = False,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from medmerge.merge import WeightPlan, apply_merged_delta
-
+        spec = local_spec(spec, allow_hub, allow_pickle)
         folder = spec.model or spec.base
         self.device = resolve_device(device)
         torch_dtype = _DTYPES.get(dtype) or (torch.float32 if self.device == "cpu" else "auto")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
-            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"{folder}: cannot load the model ({exc}); pass a model folder"
-            ) from None
+        self.tokenizer = load_tokenizer(folder)
+        self.model = load_causal_lm(folder, dtype=torch_dtype, allow_pickle=allow_pickle)
+        identity = model_source_identity(spec, adapters)
         if adapters:
-            plan = WeightPlan(tuple(a.weight for a in spec.adapters))
-            apply_merged_delta(self.model, adapters, plan, spec.method)
+            apply_adapters(self.model, spec, adapters, identity.get("base"))
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.identity = {
-            **model_source_identity(spec, adapters),
+            **identity,
             "backend": "hf",
             "device": self.device,
             "dtype": str(self.model.dtype).removeprefix("torch."),
@@ -299,4 +327,6 @@ def load_backend(spec: ModelSpec, engine: EngineSettings, adapters: Sequence[Any
         dtype=engine.dtype,
         batch_size=engine.batch_size,
         adapters=adapters,
+        allow_pickle=engine.allow_pickle,
+        allow_hub=engine.allow_hub,
     )

@@ -73,6 +73,8 @@ class EngineSettings(StageConfig):
     tensor_parallel_size: int = Field(default=1, ge=1)  # vllm: GPUs one model is split over
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vllm (None: 0.9)
     max_model_len: int | None = Field(default=None, ge=1)  # vllm (None: the model's own)
+    allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code)
+    allow_hub: bool = False  # a name that is no local folder is downloaded from the model hub
 
     @model_validator(mode="after")
     def _vllm_settings_need_vllm(self) -> EngineSettings:
@@ -101,7 +103,6 @@ class EvalCommon(EngineSettings):
     template: str = "qwen3_nothink"
     enable_thinking: bool = False
     allow_template_mismatch: bool = False
-    allow_pickle: bool = False
     out: str
     force: bool = False
     limit: int | None = Field(default=None, ge=1)  # first N items only (smoke runs)
@@ -170,7 +171,6 @@ class SafetyConfig(EngineSettings):
     template: str = "qwen3_nothink"
     enable_thinking: bool = False
     allow_template_mismatch: bool = False
-    allow_pickle: bool = False
     decoding: Decoding = Field(default_factory=Decoding)
     out: str
     force: bool = False

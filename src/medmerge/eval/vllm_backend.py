@@ -19,19 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medmerge.errors import ConfigError, ModelError
+from medmerge.errors import ConfigError
 from medmerge.eval.backends import (
     Generation,
     LoglikRequest,
     continuation_split,
     decode_generation,
+    local_spec,
     model_source_identity,
 )
 from medmerge.eval.config import EngineSettings, ModelSpec
+from medmerge.loading import check_model_folder, load_tokenizer
 from medmerge.merge.adapter_export import export_adapter
 from medmerge.merge.adapters import Adapter
 from medmerge.merge.checkpoint import Checkpoint
 from medmerge.merge.delta import WeightPlan
+from medmerge.merge.preflight import check_base_config, check_identity, check_shapes
 
 # The values vLLM's LoRAConfig accepts for max_lora_rank (vllm/config/lora.py, MaxLoRARanks).
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -183,30 +186,37 @@ def continuation_logprob(prompt_logprobs: Sequence[Any], ids: Sequence[int], n: 
     return math.fsum(prompt_logprobs[i][ids[i]].logprob for i in range(len(ids) - n, len(ids)))
 
 
+def check_local_folder(folder: str, allow_pickle: bool) -> None:
+    """Before vLLM reads `folder`: what medmerge's own loader checks short of loading the weights
+    (vLLM loads them itself): a local causal-LM folder, safetensors, config.json's sizes."""
+    check_model_folder(Path(folder), allow_pickle=allow_pickle)
+    if any(Path(folder).glob("*.safetensors")):
+        check_base_config(Checkpoint(folder))
+
+
 class VLLMBackend:
     """vLLM for a model folder, or a base plus the exact merge of its adapters as one LoRA."""
 
     def __init__(
         self, spec: ModelSpec, engine: EngineSettings, adapters: Sequence[Adapter] = ()
     ) -> None:
-        from transformers import AutoTokenizer
-
         vllm = import_vllm()
+        spec = local_spec(spec, engine.allow_hub, engine.allow_pickle)
         folder = spec.model or spec.base
+        check_local_folder(folder, engine.allow_pickle)
         self.lora = MergedLora(spec.base, adapters, spec.method) if adapters else None
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)  # the one HFBackend uses
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"{folder}: cannot load the tokenizer ({exc}); pass a model folder"
-            ) from None
+        source = model_source_identity(spec, adapters)
+        if self.lora is not None:
+            check_shapes(adapters, self.lora.base)
+            check_identity(adapters, source["base"])
+        self.tokenizer = load_tokenizer(folder)  # the one HFBackend uses
         if self.lora is not None:  # exported before the engine starts: errors come early
             self.lora.use([a.weight for a in spec.adapters])
         arguments = engine_arguments(engine, self.lora)
         self.llm = vllm.LLM(model=folder, **arguments)
         self.logit_bias: dict[int, float] = {}  # added to the logits while generating
         self.identity = {
-            **model_source_identity(spec, adapters),
+            **source,
             "backend": "vllm",
             "vllm_version": getattr(vllm, "__version__", None),
             "dtype": engine.dtype,

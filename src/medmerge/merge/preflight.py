@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from medmerge.errors import MergeError
+import torch
+
+from medmerge.errors import MergeError, ModelError
+from medmerge.loading import CONFIG_NAME, read_model_config
+from medmerge.manifest import model_identity
 from medmerge.merge.adapters import Adapter
 from medmerge.merge.checkpoint import Checkpoint
 from medmerge.merge.config import MergeConfig
@@ -38,19 +45,42 @@ def check_identity(adapters: Sequence[Adapter], identity: dict[str, str]) -> Non
 
 
 def check_shapes(adapters: Sequence[Adapter], base: Checkpoint) -> None:
-    """Every adapter tensor must land on a base tensor of the matching shape."""
+    """The base's config.json must describe its tensors, and every adapter tensor must land on
+    a base tensor of the matching shape."""
+    check_base_config(base)
+    check_landing(adapters, {name: entry.shape for name, entry in base.entries.items()})
+
+
+def check_in_memory_merge(
+    adapters: Sequence[Adapter],
+    model: torch.nn.Module,
+    base: str | Path,
+    identity: dict[str, str] | None = None,
+) -> None:
+    """What `medmerge merge` checks before writing, for a merge applied to a loaded base model:
+    every adapter tensor lands on a parameter of its shape, and no adapter recorded another base.
+
+    `identity` is the base's model_identity when the caller has it (it is hashed otherwise).
+    """
+    check_landing(adapters, {name: p.shape for name, p in model.named_parameters()})
+    if any(has_recorded_base(a) for a in adapters):
+        check_identity(adapters, identity or model_identity(base))
+
+
+def check_landing(adapters: Sequence[Adapter], shapes: Mapping[str, Sequence[int]]) -> None:
+    """Every adapter tensor must land on a base tensor (of `shapes`) of the same shape."""
     for adapter in adapters:
         for name, shape in _adapter_shapes(adapter):
-            entry = base.entries.get(name)
-            if entry is None:
+            found = shapes.get(name)
+            if found is None:
                 raise MergeError(
                     f"{adapter.path}: adapter changes {name!r} but the base has no such tensor; "
                     "the adapter was made for another model architecture, pass its base"
                 )
-            if tuple(entry.shape) != tuple(shape):
+            if tuple(found) != tuple(shape):
                 raise MergeError(
                     f"{adapter.path}: delta for {name!r} has shape {tuple(shape)} but the base tensor is "
-                    f"{tuple(entry.shape)}; the adapter was made for another base model, pass that one"
+                    f"{tuple(found)}; the adapter was made for another base model, pass that one"
                 )
 
 
@@ -65,6 +95,104 @@ def _adapter_shapes(adapter: Adapter):
             yield name[: -len(".weight")] + ".bias", tuple(factors.bias.shape)
     for name, tensor in {**adapter.full_copies, **adapter.base_copies}.items():
         yield name, tuple(tensor.shape)
+
+
+# Config keys as architectures spell them; a check is skipped when the config has none.
+_CONFIG_KEYS = {
+    "vocab_size": ("vocab_size", "padded_vocab_size", "embedding_size"),
+    "hidden_size": ("hidden_size", "n_embd", "d_model", "word_embed_proj_dim", "embedding_size"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+}
+_EMBEDDING = re.compile(
+    r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|embed_in|tok_embeddings)\.weight$"
+)
+_DECODER_LAYER = r"(layers|h|blocks)\.(\d+)\."
+
+
+def check_base_config(base: Checkpoint) -> None:
+    """config.json's vocab, hidden, layer and MLP sizes must match the tensors they describe.
+
+    transformers would reshape or randomly initialise what disagrees; the merge would say
+    "[verified]" and verify or eval crash later. Names are generic: the decoder layers are
+    the `layers.N.` / `h.N.` / `blocks.N.` under the input embedding's prefix (Llama, Qwen,
+    Gemma, Phi, GPT-2, MoE), so a vision tower's layers are not counted.
+    """
+    config = read_model_config(base.folder)
+    sizes = _config_sizes(config)
+    embedding = min((n for n in base.entries if _EMBEDDING.search(n)), key=len, default=None)
+    if embedding is None:
+        return
+    file = base.folder / CONFIG_NAME
+    shape = base.entries[embedding].shape
+    if len(shape) == 2:
+        _expect(file, "vocab_size", sizes, shape[0], f"{embedding} has shape {shape}")
+        _expect(file, "hidden_size", sizes, shape[1], f"{embedding} has shape {shape}")
+    head = base.entries.get("lm_head.weight")
+    if head is not None and len(head.shape) == 2:
+        _expect(file, "vocab_size", sizes, head.shape[0], f"lm_head.weight has shape {head.shape}")
+    prefix = embedding[: embedding.rindex(embedding.split(".")[-2])]
+    _check_layers(file, config, sizes, base, prefix)
+
+
+def _check_layers(
+    file: Path,
+    config: dict[str, Any],
+    sizes: dict[str, tuple[int, ...]],
+    base: Checkpoint,
+    prefix: str,
+) -> None:
+    layer = re.compile(rf"^{re.escape(prefix)}{_DECODER_LAYER}")
+    found = {(m.group(1), int(m.group(2))) for n in base.entries if (m := layer.match(n))}
+    indices = {index for _, index in found}
+    if indices and sizes.get("num_hidden_layers"):
+        extra = _int(_text_config(config).get("num_nextn_predict_layers")) or 0  # MTP layers
+        want = sizes["num_hidden_layers"][0]
+        if not want <= max(indices) + 1 <= want + extra:
+            raise ModelError(
+                f"{file}: num_hidden_layers is {want} but the weights hold layers 0..{max(indices)} "
+                f"({prefix}{min(found)[0]}.N.); config.json does not describe these weights: restore the "
+                "model's own config.json"
+            )
+    intermediate = _int(_text_config(config).get("intermediate_size"))
+    mlp = re.compile(rf"^{re.escape(prefix)}{_DECODER_LAYER}mlp\.down_proj\.weight$")
+    for name, entry in base.entries.items():
+        if mlp.match(name) and len(entry.shape) == 2:
+            _expect(file, "hidden_size", sizes, entry.shape[0], f"{name} has shape {entry.shape}")
+            if intermediate is not None and entry.shape[1] != intermediate:
+                raise ModelError(
+                    f"{file}: intermediate_size is {intermediate} but {name} has shape {entry.shape}; "
+                    "config.json does not describe these weights: restore the model's own config.json"
+                )
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal config's language-model part (text_config), else the config itself."""
+    text = config.get("text_config")
+    return {**config, **text} if isinstance(text, dict) else config
+
+
+def _config_sizes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Each checked size -> the values config.json allows for it (aliases and paddings)."""
+    values = _text_config(config)
+    sizes = {}
+    for size, keys in _CONFIG_KEYS.items():
+        allowed = tuple(v for v in (_int(values.get(k)) for k in keys) if v is not None)
+        if allowed:
+            sizes[size] = allowed
+    return sizes
+
+
+def _expect(file: Path, size: str, sizes: dict[str, tuple[int, ...]], got: int, where: str) -> None:
+    allowed = sizes.get(size)
+    if allowed and got not in allowed:
+        raise ModelError(
+            f"{file}: {size} is {allowed[0]} but {where}; config.json does not describe these "
+            "weights: restore the model's own config.json"
+        )
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def check_weights(cfg: MergeConfig) -> None:

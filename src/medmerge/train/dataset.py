@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
+from medmerge import loading
 from medmerge.data import build_pt_examples, build_sft_examples, collate, read_pt_texts, read_sft
-from medmerge.errors import DataError, ModelError
+from medmerge.errors import DataError
 from medmerge.manifest import sha256_file
 from medmerge.train.config import TrainConfig
 
@@ -27,12 +28,11 @@ class TrainingData:
 
 
 def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.base, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelError(
-            f"{cfg.base}: cannot load a tokenizer from the base folder ({exc})".splitlines()[0]
-        ) from None
+    """The base's tokenizer, after the checks on the base folder that need no weights loaded
+    (a causal-LM config, no unrequested remote code, safetensors), so that a base training
+    cannot use is refused before anything is written."""
+    loading.check_model_folder(Path(cfg.base), trust_remote_code=cfg.trust_remote_code)
+    tokenizer = loading.load_tokenizer(cfg.base, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -19,9 +19,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, get_scheduler
+from transformers import get_scheduler
 
 from medmerge.artifacts import check_output_free, guard_inputs, output_lock, staged_output
+from medmerge.loading import load_causal_lm
 from medmerge.manifest import model_identity, sha256_json
 from medmerge.progress import progress_bar
 from medmerge.train import checkpoint
@@ -47,9 +48,7 @@ class LoopState:
 
 def load_lora_model(cfg: TrainConfig, dtype: torch.dtype):
     """The base model with fresh LoRA layers; the LoRA init draws from the seeded RNG."""
-    model = AutoModelForCausalLM.from_pretrained(
-        cfg.base, dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True
-    )
+    model = load_causal_lm(cfg.base, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     model.config.use_cache = False
     lora = LoraConfig(
         r=cfg.lora.r,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from medmerge.errors import ModelError
+from medmerge.loading import load_causal_lm
 from medmerge.merge.adapters import Adapter
 from medmerge.merge.delta import WeightPlan, apply_merged_delta
 from medmerge.merge.methods import MethodParams
@@ -29,16 +32,22 @@ def compare_logits(
     method: str,
     params: MethodParams,
     prompts: int,
-) -> dict[str, float]:
-    """Max |logit difference| and top-1 agreement on probe prompts."""
-    from transformers import AutoModelForCausalLM
+) -> dict[str, float | str]:
+    """Max |logit difference| and top-1 agreement on probe prompts.
 
-    exported = AutoModelForCausalLM.from_pretrained(merged, dtype="auto").eval()
+    A merged folder that does not load faithfully (tensors missing or NaN: the loader refuses
+    it) fails the check with an infinite difference and its reason under "load_error"; a base
+    that does not load is the user's input error.
+    """
+    try:
+        exported = load_causal_lm(merged, dtype="auto").eval()
+    except ModelError as exc:
+        return {"max_abs_diff": math.inf, "top1_agreement": 0.0, "load_error": str(exc)}
     ids = probe_ids(exported.config.vocab_size, prompts)
     got = exported(ids).logits.double()
     dtype = exported.dtype
     del exported
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).eval()
+    model = load_causal_lm(base, dtype=dtype).eval()
     apply_merged_delta(model, adapters, plan, method, params)
     want = model(ids).logits.double()
     return {
