@@ -246,7 +246,14 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="evaluate with another template than the adapters were trained with (warns, recorded)",
     )
-    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt adapters")
+    p.add_argument(
+        "--allow-pickle", action="store_true", help="allow .bin/.pt model folders and adapters"
+    )
+    p.add_argument(
+        "--allow-hub",
+        action="store_true",
+        help="a --model/--base that is not a local folder may be downloaded from the model hub",
+    )
     p.add_argument("--limit", type=int, help="first N items only")
     p.add_argument("--out", help="results folder")
     _force_flag(p)
@@ -302,6 +309,7 @@ def _model_overrides(args: argparse.Namespace) -> dict[str, object]:
         "enable_thinking": args.enable_thinking,
         "allow_template_mismatch": args.allow_template_mismatch or None,
         "allow_pickle": args.allow_pickle or None,
+        "allow_hub": args.allow_hub or None,
         "limit": args.limit,
         "out": args.out,
         "force": args.force or None,

@@ -131,9 +131,9 @@ def _token_counts(
 ) -> list[int] | None:
     """Token lengths: by the named tokenizer, else the files' own `tokens` fields, else none."""
     if tokenizer is not None:
-        from transformers import AutoTokenizer
+        from medmerge.loading import load_tokenizer
 
-        tok = AutoTokenizer.from_pretrained(tokenizer)
+        tok = load_tokenizer(tokenizer)
         return [len(tok(p, add_special_tokens=False)["input_ids"]) for p in predictions]
     if given and all(isinstance(t, int) for t in given):
         return given

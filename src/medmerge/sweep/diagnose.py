@@ -20,6 +20,8 @@ from medmerge.eval.backends import HFBackend
 from medmerge.eval.config import ModelSpec
 from medmerge.manifest import write_manifest
 from medmerge.merge import WeightPlan, apply_merged_delta, load_adapter, restore_weights
+from medmerge.merge.checkpoint import Checkpoint
+from medmerge.merge.preflight import check_shapes
 from medmerge.progress import progress_bar
 from medmerge.report.plots import plot_heatmap, plot_layer_ablation
 from medmerge.sweep.config import DecodingChoice, GenSuite, SweepAdapter, TemplateChoice
@@ -128,6 +130,7 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def run_diagnose(cfg: DiagnoseConfig) -> int:
     adapters = [load_adapter(a.path) for a in cfg.adapters]
+    check_shapes(adapters, Checkpoint(cfg.base))  # merge's own refusal of a foreign adapter
     rows = interference_table(_base_state(cfg.base), adapters)
     ablation = run_ablation(cfg, adapters) if cfg.ablation else []
     inputs = [cfg.base, *(a.path for a in cfg.adapters)]

@@ -43,6 +43,8 @@ from medmerge.manifest import (
     write_manifest,
 )
 from medmerge.merge import WeightPlan, apply_merged_delta, load_adapter, restore_weights
+from medmerge.merge.checkpoint import Checkpoint
+from medmerge.merge.preflight import check_shapes
 from medmerge.progress import progress_bar
 from medmerge.sweep.config import SweepConfig
 from medmerge.sweep.evaluate import (
@@ -221,6 +223,7 @@ def run_sweep(cfg: SweepConfig) -> int:
 
 def _sweep_into(cfg: SweepConfig, folder: Path, started: float) -> str:
     adapters = [load_adapter(a.path, cfg.allow_pickle) for a in cfg.adapters]
+    check_shapes(adapters, Checkpoint(cfg.base))  # merge's own refusal of a foreign adapter
     spec = ModelSpec(base=cfg.base)
     for choice in cfg.templates:
         template_check(

@@ -23,7 +23,7 @@ from transformers import get_scheduler
 
 from medmerge.artifacts import check_output_free, guard_inputs, output_lock, staged_output
 from medmerge.loading import load_causal_lm
-from medmerge.manifest import model_identity, sha256_json
+from medmerge.manifest import model_identity, sha256_file, sha256_json
 from medmerge.progress import progress_bar
 from medmerge.train import checkpoint
 from medmerge.train.config import TrainConfig
@@ -118,6 +118,18 @@ def _data_paths(cfg: TrainConfig) -> list[str]:
     return [entry if isinstance(entry, str) else entry.path for entry in cfg.data]
 
 
+def _run_hash(cfg: TrainConfig, base_identity: dict[str, str], data: list[str]) -> str:
+    """What a resumable `.partial` must match: the config, the base and the data's content."""
+    contents = {str(path): sha256_file(path) if Path(path).is_file() else None for path in data}
+    return sha256_json(
+        {
+            "config": cfg.model_dump(exclude={"force", "progress"}),
+            "base": base_identity,
+            "data": contents,
+        }
+    )
+
+
 def _main_process_lock(out: str):
     """`out`'s lock on the main process (rank 0 writes); the other ranks only read and train."""
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
@@ -135,15 +147,14 @@ def _train(cfg: TrainConfig, inputs: list[str]) -> TrainResult:
         mixed_precision="bf16" if cfg.precision == "bf16" else "no",
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
     )
-    work = checkpoint.partial_dir(cfg.out)
-    if accelerator.is_main_process:
-        checkpoint.open_partial(
-            cfg.out, sha256_json(cfg.model_dump(exclude={"force", "progress"})), cfg.force
-        )
-    accelerator.wait_for_everyone()
-
+    # The model loads (and is refused, for a bad base) before anything is written.
     set_seed(cfg.seed)
     model = load_lora_model(cfg, torch.bfloat16 if cfg.precision == "bf16" else torch.float32)
+    work = checkpoint.partial_dir(cfg.out)
+    if accelerator.is_main_process:
+        checkpoint.open_partial(cfg.out, _run_hash(cfg, base_identity, inputs[1:]), cfg.force)
+    accelerator.wait_for_everyone()
+
     batches_per_epoch = math.ceil(len(data.examples) / (cfg.batch_size * accelerator.num_processes))
     total_steps = total_optimizer_steps(cfg, batches_per_epoch)
     optimizer, scheduler = make_optimizer(cfg, model, total_steps)

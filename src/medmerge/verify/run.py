@@ -24,8 +24,8 @@ from medmerge.merge.full_export import read_ahead
 from medmerge.merge.methods import MethodParams, get_method
 from medmerge.verify import provenance
 from medmerge.verify.config import VerifyConfig
+from medmerge.verify.recovery import Recovery, solve
 from medmerge.verify.recovery import diagnose as diagnose_weights
-from medmerge.verify.recovery import solve
 from medmerge.verify.report import print_summary
 from medmerge.verify.tensors import (
     FitSums,
@@ -125,8 +125,12 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
     failures += provenance.check_side_files_against_base(Path(cfg.base), merged_dir)
     failures += provenance.check_template(adapters, cfg.template, cfg.enable_thinking)
     labels = [a.path.name for a in adapters]
-    recovery = solve(fit)
-    if method == "linear" and not plan.group_weights and not plan.layer_ranges:
+    if not_finite:  # NaN/Inf poison the least-squares sums; the tensors already failed
+        recovery = Recovery([float("nan")] * len(adapters), float("nan"), float("nan"))
+    else:
+        recovery = solve(fit)
+    linear = method == "linear" and not plan.group_weights and not plan.layer_ranges
+    if linear and not not_finite:
         failures += diagnose_weights(recovery, plan.weights, labels)
     behaviour = None
     if cfg.logits:
@@ -135,7 +139,11 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
         behaviour = compare_logits(
             Path(cfg.base), merged_dir, adapters, plan, method, params, cfg.probe_prompts
         )
-        if behaviour["top1_agreement"] < 1.0 or behaviour["max_abs_diff"] > 1e-2:
+        if behaviour.get("load_error"):
+            failures.append(
+                f"behaviour: the merged folder does not load ({behaviour['load_error']})"
+            )
+        elif behaviour["top1_agreement"] < 1.0 or behaviour["max_abs_diff"] > 1e-2:
             failures.append(
                 f"behaviour: logits differ from base + adapters in memory (max |diff| {behaviour['max_abs_diff']:.3g}, "
                 f"top-1 agreement {behaviour['top1_agreement']:.0%})"
