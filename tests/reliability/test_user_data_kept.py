@@ -113,8 +113,19 @@ def test_audit_exclude_never_writes_onto_the_evaluation_file(tmp_path, repo, cap
     train = repo / "data/sft_en/genmedgpt_sample.json"
     for force in ([], ["--force"]):
         code = main(
-            ["audit", "leakage", "--train", str(train), "--eval", str(ev / "meq.jsonl")]
-            + ["--exclude", str(ev), "--out", str(tmp_path / f"audit{len(force)}"), *force]
+            [
+                "audit",
+                "leakage",
+                "--train",
+                str(train),
+                "--eval",
+                str(ev / "meq.jsonl"),
+                "--exclude",
+                str(ev),
+                "--out",
+                str(tmp_path / f"audit{len(force)}"),
+                *force,
+            ]
         )
         one_error(capsys, code)
         assert tree_digest(ev) == before
@@ -148,8 +159,17 @@ def test_verify_report_never_overwrites_an_input_file(tmp_path, tiny_base, capsy
     base = shutil.copytree(tiny_base, tmp_path / "base")
     before = tree_digest(base)
     code = main(
-        ["verify", "--base", str(base), "--merged", str(base), "--adapter", f"{base}=1"]
-        + ["--report", str(base / "config.json")]
+        [
+            "verify",
+            "--base",
+            str(base),
+            "--merged",
+            str(base),
+            "--adapter",
+            f"{base}=1",
+            "--report",
+            str(base / "config.json"),
+        ]
     )
     one_error(capsys, code, "config.json")
     assert tree_digest(base) == before
@@ -159,8 +179,17 @@ def test_verify_report_replaces_only_an_earlier_report(tmp_path, tiny_base, caps
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": true}')
     code = main(
-        ["verify", "--base", str(tiny_base), "--merged", str(tiny_base)]
-        + ["--adapter", f"{tiny_base}=1", "--report", str(notes)]
+        [
+            "verify",
+            "--base",
+            str(tiny_base),
+            "--merged",
+            str(tiny_base),
+            "--adapter",
+            f"{tiny_base}=1",
+            "--report",
+            str(notes),
+        ]
     )
     one_error(capsys, code, "not a verify report")
     assert notes.read_text() == '{"mine": true}'
@@ -202,12 +231,24 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, tiny_base, adapte
     assert not lock_path(out).exists()
 
 
-def test_train_refuses_a_partial_another_process_holds(tmp_path, tiny_base, adapters, live_pid, capsys):
+def test_train_refuses_a_partial_another_process_holds(
+    tmp_path, tiny_base, adapters, live_pid, capsys
+):
     out = tmp_path / "pt"
     _hold_lock(out, live_pid)
     code = main(
-        ["train", "pt", "--base", str(tiny_base), "--data", str(adapters["texts"])]
-        + ["--out", str(out), "--max-steps", "1"]
+        [
+            "train",
+            "pt",
+            "--base",
+            str(tiny_base),
+            "--data",
+            str(adapters["texts"]),
+            "--out",
+            str(out),
+            "--max-steps",
+            "1",
+        ]
     )
     one_error(capsys, code, f"pid {live_pid}")
     assert not out.exists()
@@ -218,8 +259,16 @@ def test_verify_refuses_while_a_writer_holds_the_folder(tmp_path, tiny_base, liv
     _hold_lock(tiny_base, live_pid)
     try:
         code = main(
-            ["verify", "--base", str(tiny_base), "--merged", str(tiny_base)]
-            + ["--adapter", f"{tiny_base}=1", "--no-logits"]
+            [
+                "verify",
+                "--base",
+                str(tiny_base),
+                "--merged",
+                str(tiny_base),
+                "--adapter",
+                f"{tiny_base}=1",
+                "--no-logits",
+            ]
         )
     finally:
         lock_path(tiny_base).unlink()
@@ -228,11 +277,13 @@ def test_verify_refuses_while_a_writer_holds_the_folder(tmp_path, tiny_base, liv
 
 def test_a_folder_made_while_the_command_ran_is_kept(tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(MedmergeError, match="appeared while this command ran"):
-        with staged_output(out) as staging:
-            (staging / "result.txt").write_text("new")
-            out.mkdir()
-            (out / "user.txt").write_text("the user's")
+    with (
+        pytest.raises(MedmergeError, match="appeared while this command ran"),
+        staged_output(out) as staging,
+    ):
+        (staging / "result.txt").write_text("new")
+        out.mkdir()
+        (out / "user.txt").write_text("the user's")
     assert sorted(p.name for p in out.iterdir()) == ["user.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # staging and lock gone
 
@@ -284,9 +335,7 @@ def test_sigterm_removes_staging_and_exits_143(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_internal_error_is_one_line_exit_3_with_a_saved_traceback(
-    tmp_path, monkeypatch, capsys
-):
+def test_an_internal_error_is_one_line_exit_3_with_a_saved_traceback(tmp_path, monkeypatch, capsys):
     import medmerge.report.build as build
 
     def broken(cfg):
