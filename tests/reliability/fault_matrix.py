@@ -1090,10 +1090,227 @@ def _concurrency_rows() -> list[Fault]:
     ]
 
 
+def _other_command_rows() -> list[Fault]:
+    def score(content: str) -> Callable[[World], Case]:
+        def build(w: World) -> Case:
+            preds = w.tmp / "preds.jsonl"
+            preds.write_text(content, "utf-8")
+            out = w.tmp / "out"
+            return Case(["score", "--predictions", str(preds), "--out", str(out)], [preds], [out])
+
+        return build
+
+    def score_tokenizer_missing(w: World) -> Case:
+        case = score(json.dumps({"prediction": "a", "reference": "b"}) + "\n")(w)
+        case.argv += ["--tokenizer", str(w.tmp / "no-tokenizer")]
+        return case
+
+    def safety_prompts(w: World) -> Case:
+        prompts = w.tmp / "prompts.jsonl"
+        prompts.write_text(json.dumps({"id": 1, "prompt": 3}) + "\n", "utf-8")
+        out = w.tmp / "out"
+        argv = ["eval", "safety", "--model", str(w.merged), "--prompts", str(prompts)]
+        argv += ["--out", str(out), "--template", "qwen3", "--no-enable-thinking"]
+        return Case(argv, [prompts, w.merged], [out])
+
+    def sweep_yaml(text: str) -> Callable[[World], Case]:
+        def build(w: World) -> Case:
+            config = write_yaml(w, text.format(w=w))
+            out = w.tmp / "out"
+            return Case(["sweep", str(config), "--out", str(out)], [config], [out])
+
+        return build
+
+    sweep_ok = (
+        "base: {w.base}\nadapters:\n  - {{path: {w.pt}, label: pt}}\n"
+        "  - {{path: {w.sft}, label: sft}}\ngrid: {{pt: [0.0, 1.0], sft: complement}}\n"
+    )
+
+    def diagnose_missing_adapter(w: World) -> Case:
+        config = write_yaml(
+            w,
+            f"base: {w.base}\nadapters:\n  - {{path: {w.tmp / 'gone'}, label: pt}}\n"
+            f"  - {{path: {w.sft}, label: sft}}\nout: {w.tmp / 'out'}\n",
+        )
+        return Case(["diagnose", "--config", str(config)], [config], [w.tmp / "out"])
+
+    def audit_not_utf8(w: World) -> Case:
+        train = w.tmp / "train.jsonl"
+        train.write_bytes(b'{"text": "caf\xe9"}\n')
+        out = w.tmp / "out"
+        argv = ["audit", "leakage", "--train", str(train), "--eval", str(w.gen_data)]
+        return Case([*argv, "--out", str(out)], [train, w.gen_data], [out])
+
+    def run_unknown_key(w: World) -> Case:
+        root = Path(__file__).resolve().parents[2] / "configs"
+        config = w.tmp / "pipeline.yaml"
+        text = (root / "pipeline.yaml").read_text("utf-8").replace("out: ../runs/demo", "")
+        for name in ("base", "pt", "sft", "merge", "verify", "sweep"):
+            text = text.replace(f"{name}: {name}.yaml", f"{name}: {root / (name + '.yaml')}")
+        config.write_text(text + "merg: typo\n", "utf-8")
+        out = w.tmp / "out"
+        return Case(["run", str(config), "--out", str(out)], [config], [out])
+
+    def demo_onto_file(w: World) -> Case:
+        blocker = w.tmp / "file"
+        blocker.write_text("x")
+        return Case(["demo", "--out", str(blocker)], [blocker])
+
+    def verify_weight(kind: str) -> Callable[[World], Case]:
+        def build(w: World) -> Case:
+            merged = copy(w.merged, w)
+            argv = ["verify", "--base", str(w.base), "--merged", str(merged), "--no-logits"]
+            if kind == "swapped":
+                argv += ["--adapter", f"{w.pt}=0.7", "--adapter", f"{w.sft}=0.3"]
+            else:
+                edit_tensors(
+                    merged / "model.safetensors",
+                    lambda t: t[first_key(t, "q_proj")].mul_(1.5),
+                )
+            argv += ["--report", str(w.tmp / "verify.json")]
+            return Case(argv, [w.base, w.pt, w.sft])
+
+        return build
+
+    def verify_tokenizer_edited(w: World) -> Case:
+        merged = copy(w.merged, w)
+        template = merged / "chat_template.jinja"
+        template.write_text(template.read_text("utf-8").replace("<think>", "<reasoning>"), "utf-8")
+        argv = ["verify", "--base", str(w.base), "--merged", str(merged), "--no-logits"]
+        return Case([*argv, "--report", str(w.tmp / "verify.json")], [w.base, w.pt, w.sft])
+
+    def eval_disk_full(w: World) -> Case:
+        import resource
+
+        case = eval_mcq_case(w, w.merged)
+        case.subprocess = True
+        case.preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+        return case
+
+    return [
+        Fault(
+            "score-missing-field",
+            "types",
+            "score",
+            "a predictions line without `prediction`",
+            score(json.dumps({"reference": "b"}) + "\n"),
+            ("prediction",),
+        ),
+        Fault(
+            "score-not-json",
+            "truncation",
+            "score",
+            "a predictions line cut off mid-record",
+            score('{"prediction": "a", "refer\n'),
+            ("preds.jsonl",),
+        ),
+        Fault(
+            "score-tokenizer-missing",
+            "paths",
+            "score",
+            "`--tokenizer` names no folder",
+            score_tokenizer_missing,
+            ("no-tokenizer",),
+        ),
+        Fault(
+            "safety-prompt-type",
+            "types",
+            "eval safety",
+            "a safety prompt that is a number",
+            safety_prompts,
+            ("prompts.jsonl",),
+        ),
+        Fault(
+            "sweep-missing-suites",
+            "types",
+            "sweep",
+            "a sweep config without suites",
+            sweep_yaml(sweep_ok),
+            ("suites",),
+        ),
+        Fault(
+            "sweep-bad-grid",
+            "types",
+            "sweep",
+            "`grid: {pt: [0.0, abc]}`",
+            sweep_yaml(sweep_ok.replace("[0.0, 1.0]", "[0.0, abc]") + "suites: {{}}\n"),
+            ("grid",),
+        ),
+        Fault(
+            "diagnose-missing-adapter",
+            "paths",
+            "diagnose",
+            "an adapter folder that does not exist",
+            diagnose_missing_adapter,
+            ("gone",),
+        ),
+        Fault(
+            "audit-not-utf8",
+            "encodings",
+            "audit leakage",
+            "a training file with a non-UTF-8 byte",
+            audit_not_utf8,
+            ("train.jsonl",),
+        ),
+        Fault(
+            "run-unknown-key",
+            "types",
+            "run",
+            "a pipeline YAML with the key `merg`",
+            run_unknown_key,
+            ("merg",),
+        ),
+        Fault(
+            "demo-onto-file",
+            "output path",
+            "demo",
+            "`--out` is an existing file",
+            demo_onto_file,
+            ("file",),
+        ),
+        Fault(
+            "verify-swapped",
+            "wrong merges",
+            "verify",
+            "the intended weights swapped (verification fails)",
+            verify_weight("swapped"),
+            (),
+            1,
+        ),
+        Fault(
+            "verify-edited-tensor",
+            "wrong merges",
+            "verify",
+            "a merged tensor edited after the merge (verification fails)",
+            verify_weight("edited"),
+            (),
+            1,
+        ),
+        Fault(
+            "verify-template-edited",
+            "wrong merges",
+            "verify",
+            "the merged folder's chat template edited (verification fails)",
+            verify_tokenizer_edited,
+            (),
+            1,
+        ),
+        Fault(
+            "eval-disk-full",
+            "disk full",
+            "eval mcq",
+            "the disk fills up (RLIMIT_FSIZE) while results are written",
+            eval_disk_full,
+            ("File too large",),
+        ),
+    ]
+
+
 FAULTS: list[Fault] = [
     *_output_rows(),
     *_adapter_rows(),
     *_checkpoint_rows(),
     *_data_rows(),
     *_concurrency_rows(),
+    *_other_command_rows(),
 ]
