@@ -27,6 +27,64 @@ class StageConfig(BaseModel):
     path_fields: ClassVar[tuple[str, ...]] = ()
 
 
+MAX_YAML_VALUES = 100_000  # values a config may hold once its aliases are expanded
+
+
+class _AliasError(yaml.MarkedYAMLError):
+    """A recursive alias, or aliases that expand past MAX_YAML_VALUES (a 'billion laughs')."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that checks the composed document before building Python objects from it.
+
+    PyYAML builds an alias as a shared reference, so a recursive alias becomes a list that
+    contains itself and nine nested aliases of nine a billion values; both make validation
+    (and any later walk of the config) run until killed.
+    """
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` stands for with every alias written out; refuses cycles."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise _AliasError(
+            None,
+            None,
+            "alias is recursive (it names a value that contains it); write the value out",
+            node.start_mark,
+        )
+    open_nodes.add(key)
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    total = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    if total > MAX_YAML_VALUES:
+        raise _AliasError(
+            None,
+            None,
+            f"aliases expand to more than {MAX_YAML_VALUES:,} values (a 'billion laughs' "
+            "document); write the config without nested aliases",
+            node.start_mark,
+        )
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
+def load_yaml_text(text: str) -> Any:
+    """yaml.safe_load with aliases bounded (see _BoundedLoader)."""
+    return yaml.load(text, Loader=_BoundedLoader)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or bad YAML is one ConfigError line."""
     file = Path(path)
@@ -34,14 +92,18 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{file}: config file not found")
     try:
         with open(file, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = load_yaml_text(handle.read())
+    except _AliasError as exc:
+        raise ConfigError(f"{file}:{exc.problem_mark.line + 1}: YAML {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else str(file)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({problem}); fix the syntax") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{file}: config is not UTF-8 text") from exc
+        raise ConfigError(f"{where}: invalid YAML ({problem}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: YAML nested too deeply to read; flatten the config") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: config is not UTF-8 text; re-save it as UTF-8") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -155,7 +217,7 @@ def parse_set_overrides(items: list[str] | None) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lora.r=16")
         try:
-            overrides[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            overrides[key.strip()] = load_yaml_text(raw)
+        except (yaml.YAMLError, RecursionError):
             overrides[key.strip()] = raw
     return overrides

@@ -95,8 +95,7 @@ def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
     weights = weight_files(folder)
     if not weights:
         raise ModelError(f"{folder}: no weight files (*.safetensors) found next to config.json")
-    with open(config, encoding="utf-8") as handle:
-        config_dict = json.load(handle)
+    config_dict = read_model_config(folder)
     # The config hash ignores fields that tools rewrite on save without changing the model.
     for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype"):
         config_dict.pop(volatile, None)
@@ -155,8 +154,45 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         return None
+    return read_json_object(path, "restore the manifest or re-create the artifact")
+
+
+def read_model_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """A model folder's config.json as a dict; any problem with it is one ModelError line."""
+    return read_json_object(
+        Path(folder) / "config.json", "restore the model's config.json or re-download the model"
+    )
+
+
+def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
+    """A JSON file that must hold one object; any problem is one ModelError line ending in `fix`.
+
+    A leading UTF-8 BOM (Windows editors write one) is refused, not skipped: transformers and
+    PEFT read these files too, and their json.load fails on it.
+    """
+    file = Path(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{file}: cannot read ({exc.strerror or exc}); {fix}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ModelError(
+            f"{file}: starts with a UTF-8 byte-order mark, which transformers and PEFT cannot "
+            "read; re-save it without the BOM"
+        )
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ModelError(
+            f"{file}:{line}: bytes that are not UTF-8 (at byte {exc.start}); {fix}"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}:{exc.lineno}: manifest is not valid JSON ({exc.msg})") from exc
+        raise ModelError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg}); {fix}") from None
+    except RecursionError:
+        raise ModelError(f"{file}: JSON nested too deeply to read; {fix}") from None
+    if not isinstance(value, dict):
+        raise ModelError(
+            f"{file}: expected a JSON object {{...}}, found a {type(value).__name__}; {fix}"
+        )
+    return value

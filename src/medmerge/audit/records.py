@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medmerge.data.records import parse_json_document, read_text
+from medmerge.data.records import iter_json_lines, parse_json_document, read_text, split_lines
 from medmerge.errors import DataError
 
 
@@ -52,15 +52,11 @@ def read_records(path: str | Path) -> list[tuple[str, str]]:
             return [(str(i + 2), record_text(row)) for i, row in enumerate(csv.DictReader(handle))]
     text = read_text(file)
     if suffix == ".jsonl":
-        return [
-            (str(i + 1), record_text(json.loads(line)))
-            for i, line in enumerate(text.splitlines())
-            if line.strip()
-        ]
+        return [(str(line), record_text(value)) for line, value in iter_json_lines(file, text)]
     if suffix == ".json":
         data = parse_json_document(file, text)
         return [(rid, record_text(r)) for rid, r in _json_containers(data)]
-    return [(str(i + 1), line) for i, line in enumerate(text.splitlines()) if line.strip()]
+    return [(str(i + 1), line) for i, line in enumerate(split_lines(text)) if line.strip()]
 
 
 def write_without(path: str | Path, drop: set[str], out: str | Path) -> int:
@@ -97,6 +93,6 @@ def write_without(path: str | Path, drop: set[str], out: str | Path) -> int:
             kept = len(data)
         target.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", "utf-8")
         return kept
-    lines = [ln for i, ln in enumerate(text.splitlines()) if ln.strip() and str(i + 1) not in drop]
+    lines = [ln for i, ln in enumerate(split_lines(text)) if ln.strip() and str(i + 1) not in drop]
     target.write_text("".join(ln + "\n" for ln in lines), "utf-8")
     return len(lines)

@@ -8,11 +8,17 @@ inside a document). Blank documents are skipped in every PT format. SFT records 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medmerge.data.records import iter_csv_column, iter_json_records, read_text
+from medmerge.data.records import (
+    check_record_size,
+    iter_csv_column,
+    iter_json_records,
+    read_text,
+)
 from medmerge.errors import ConfigError, DataError, did_you_mean, unknown_choice
 
 PT_SUFFIXES = (".txt", ".jsonl", ".json", ".csv")
@@ -67,17 +73,36 @@ def read_pt_texts(path: str | Path, text_column: str | None = None) -> list[str]
         raise DataError(f"{file}: unsupported PT file type {suffix!r}; use one of {PT_SUFFIXES}")
     column = text_column or "text"
     if suffix == ".txt":
-        texts = re.split(r"\n[ \t\r]*\n", read_text(file).replace("\r\n", "\n"))
+        texts = _txt_documents(file)
     elif suffix == ".csv":
-        texts = [cell for _, cell in iter_csv_column(file, column)]
+        texts = iter_csv_column(file, column)
     else:
-        texts = [
-            _text_field(file, line, record, column) for line, record in iter_json_records(file)
-        ]
-    documents = [text.strip() for text in texts if text.strip()]
+        texts = (
+            (line, _text_field(file, line, record, column))
+            for line, record in iter_json_records(file)
+        )
+    documents = []
+    for line, text in texts:
+        check_record_size(file, line, len(text))
+        if text.strip():
+            documents.append(text.strip())
     if not documents:
         raise DataError(f"{file}: no non-empty documents; check the file or the text column")
     return documents
+
+
+def _txt_documents(file: Path) -> Iterator[tuple[int, str]]:
+    """(line, document) of a text file whose documents are separated by blank lines."""
+    text = read_text(file).replace("\r\n", "\n")
+    line, start = 1, 0
+    for blank in [*re.finditer(r"\n[ \t\r]*\n", text), None]:
+        end = len(text) if blank is None else blank.start()
+        document = text[start:end]
+        lead = len(document) - len(document.lstrip())
+        yield line + document.count("\n", 0, lead), document
+        if blank is not None:
+            line += text.count("\n", start, blank.end())
+            start = blank.end()
 
 
 def _text_field(file: Path, line: int, record: dict[str, Any], column: str) -> str:

@@ -16,11 +16,17 @@ from typing import Any
 from medmerge.errors import DataError, did_you_mean
 
 _WHITESPACE = " \t\r\n"
+MAX_RECORD_CHARS = 8 * 2**20  # per JSON line or array element
 
 
 def read_text(path: str | Path) -> str:
     """Read a whole file as UTF-8 (a leading BOM is dropped); bad bytes name their line."""
     file = Path(path)
+    if file.is_symlink() and not file.exists():
+        raise DataError(
+            f"{file}: a symbolic link that leads nowhere (a link loop or a deleted target); "
+            "point it at the data file"
+        )
     if not file.is_file():
         raise DataError(f"{file}: data file not found; check the path")
     raw = file.read_bytes()
@@ -68,11 +74,34 @@ def parse_json_document(file: Path, text: str) -> Any:
         raise DataError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg}); fix the file") from None
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines as JSON lines and files written by medmerge mean them: split on '\n' only.
+
+    str.splitlines also splits on U+2028, U+2029, U+0085 and other separators, which JSON
+    allows unescaped inside strings (medmerge writes them so, with ensure_ascii=False).
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def check_record_size(file: Path, line: int, chars: int) -> None:
+    """Refuse one record longer than MAX_RECORD_CHARS: tokenizing it would take minutes and
+    gigabytes (a 50 MB line took 8 GB), and it is almost always a file that lost its line breaks."""
+    if chars > MAX_RECORD_CHARS:
+        raise DataError(
+            f"{file}:{line}: one record of {chars:,} characters, over the limit of "
+            f"{MAX_RECORD_CHARS:,}; split it into several records"
+        )
+
+
 def iter_json_lines(file: Path, text: str) -> Iterator[tuple[int, Any]]:
     """Yield (line, value) for each non-blank line of a JSON lines file."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
+        check_record_size(file, number, len(line))
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
@@ -93,6 +122,7 @@ def iter_json_array(file: Path, text: str) -> Iterator[tuple[int, Any]]:
             value, end = decoder.raw_decode(text, index)
         except json.JSONDecodeError as exc:
             raise _invalid_json(file, exc) from None
+        check_record_size(file, lines.at(index), end - index)
         yield lines.at(index), value
         index = _skip_ws(text, end)
         if index < len(text) and text[index] == ",":

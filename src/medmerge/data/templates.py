@@ -16,16 +16,26 @@ LLaMA-Factory). `default` uses the tokenizer's own chat template and trains the 
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import re
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from medmerge.data.readers import Conversation, Message, check_roles
-from medmerge.errors import ConfigError, DataError, unknown_choice
+from medmerge.errors import ConfigError, DataError, ModelError, unknown_choice
 
 IGNORE_INDEX = -100
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 _THOUGHT = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+# Bounds on one render of a tokenizer's own (untrusted) Jinja chat template.
+RENDER_SECONDS = 10.0
+RENDER_CHARS = 16 * 2**20  # plus 4 characters per character of the messages
+_GENERATOR = inspect.CO_GENERATOR
 
 Encoded = tuple[list[int], list[int]]
 
@@ -132,6 +142,101 @@ class ChatMLTemplate:
         return [tokenizer.convert_tokens_to_ids(word) for word in self.stop_strings]
 
 
+class _RenderLimit(Exception):
+    """A chat template render went past RENDER_SECONDS or produced over its size bound."""
+
+
+def template_file(tokenizer: Any) -> str:
+    """The file a tokenizer's chat template was read from, for messages."""
+    folder = Path(getattr(tokenizer, "name_or_path", "") or ".")
+    for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return f"{folder} (chat template)"
+
+
+@contextlib.contextmanager
+def _render_bound(max_chars: int) -> Iterator[None]:
+    """Stop a Jinja render past RENDER_SECONDS or `max_chars` of output.
+
+    The sandbox keeps a template from reaching Python but not from looping 10^15 times or
+    repeating a string into gigabytes. A trace function on the template's own frames (Jinja
+    compiles templates to Python code named '<template>') checks the clock on each line and
+    counts the text each render generator yields; other frames run untraced.
+    """
+    deadline = time.monotonic() + RENDER_SECONDS
+    produced = 0
+
+    def on_line(frame, event, arg):
+        nonlocal produced
+        if event == "return" and isinstance(arg, str) and frame.f_code.co_flags & _GENERATOR:
+            produced += len(arg)
+            if produced > max_chars:
+                raise _RenderLimit(f"produced over {max_chars:,} characters")
+        if time.monotonic() > deadline:
+            raise _RenderLimit(f"ran over {RENDER_SECONDS:g} s")
+        return on_line
+
+    def on_call(frame, event, arg):
+        return on_line if frame.f_code.co_filename == "<template>" else None
+
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
+def render_chat_template(tokenizer: Any, messages: list[dict], source: str, **options) -> str:
+    """tokenizer.apply_chat_template(messages) as text, within the render bounds; a template
+    that escapes the sandbox, exceeds a bound or raises is one line naming its file."""
+    import jinja2
+
+    limit = RENDER_CHARS + 4 * sum(len(m["content"]) for m in messages)
+    try:
+        with _render_bound(limit):
+            return tokenizer.apply_chat_template(messages, tokenize=False, **options)
+    except (_RenderLimit, jinja2.exceptions.TemplateError) as exc:
+        raise _template_problem(exc, template_file(tokenizer), source) from None
+    except (ArithmeticError, LookupError, TypeError, ValueError, RecursionError) as exc:
+        # Raised by the template's own expressions ({{ 1 + 'a' }}): the template is broken.
+        raise _template_problem(exc, template_file(tokenizer), source) from None
+
+
+def _template_problem(exc: Exception, file: str, source: str) -> DataError | ModelError:
+    import jinja2
+
+    fix = "pick --template qwen3"
+    if isinstance(exc, _RenderLimit):
+        return ModelError(
+            f"{file}: the chat template {exc} rendering {source}; it loops or repeats "
+            f"without end: fix it or {fix}"
+        )
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        return ModelError(
+            f"{file}: the chat template tried an unsafe operation ({exc}) and Jinja's sandbox "
+            f"stopped it; do not use this template: {fix}"
+        )
+    if isinstance(exc, jinja2.exceptions.TemplateSyntaxError):
+        return ModelError(
+            f"{file}: the chat template is not valid Jinja (template line {exc.lineno}: "
+            f"{exc.message}); fix it or {fix}"
+        )
+    if (
+        type(exc) is jinja2.exceptions.TemplateError
+    ):  # the template's raise_exception(): about the chat
+        return DataError(
+            f"{source}: the chat template of {file} refused the conversation ({exc}); "
+            f"fix the record or {fix}"
+        )
+    first = (str(exc).splitlines() or [""])[0]
+    return ModelError(
+        f"{file}: the chat template failed rendering {source} ({type(exc).__name__}: "
+        f"{first}); fix it or {fix}"
+    )
+
+
 @dataclass(frozen=True)
 class TokenizerTemplate:
     """The tokenizer's own Jinja chat template; only the last assistant turn is trained.
@@ -146,22 +251,30 @@ class TokenizerTemplate:
     def stop_strings(self) -> tuple[str, ...]:
         return ()
 
-    def _render(self, tokenizer: Any, turns: tuple[Message, ...], thinking: bool, gen: bool) -> str:
+    def _render(
+        self,
+        tokenizer: Any,
+        turns: tuple[Message, ...],
+        thinking: bool,
+        gen: bool,
+        source: str = "prompt",
+    ) -> str:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 "template 'default' needs a tokenizer with a chat template; pick qwen3"
             )
         dicts = [{"role": m.role, "content": m.content} for m in turns]
-        return tokenizer.apply_chat_template(
-            dicts, tokenize=False, add_generation_prompt=gen, enable_thinking=thinking
+        return render_chat_template(
+            tokenizer, dicts, source, add_generation_prompt=gen, enable_thinking=thinking
         )
 
     def encode(self, tokenizer: Any, conversation: Conversation, enable_thinking: bool) -> Encoded:
         """Prompt = render up to the last user turn; response = the rest of the full render."""
         turns = conversation.messages
         check_roles(turns, conversation.source)
-        prompt = self._render(tokenizer, turns[:-1], enable_thinking, gen=True)
-        full = self._render(tokenizer, turns, enable_thinking, gen=False)
+        source = conversation.source
+        prompt = self._render(tokenizer, turns[:-1], enable_thinking, gen=True, source=source)
+        full = self._render(tokenizer, turns, enable_thinking, gen=False, source=source)
         if not full.startswith(prompt):
             raise DataError(
                 f"{conversation.source}: the tokenizer's chat template renders the prompt "

@@ -8,7 +8,6 @@ rank_pattern / alpha_pattern exactly as PEFT resolves them.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any
 import torch
 
 from medmerge.errors import MergeError, ModelError
-from medmerge.manifest import read_manifest, sha256_file
+from medmerge.manifest import read_json_object, read_manifest, sha256_file
+from medmerge.merge.checkpoint import refuse_dangling_link
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -32,6 +32,7 @@ _VARIANT_CONFIGS = (
     "target_parameters",
     "trainable_token_indices",
 )
+_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz)
 _FACTOR_SUFFIXES = {
     ".lora_A.weight": "A",
     ".lora_B.weight": "B",
@@ -102,6 +103,23 @@ def _all_finite(tensor: torch.Tensor) -> bool:
     return bool(torch.isfinite(low) and torch.isfinite(high))
 
 
+def _refuse_dtype(folder: Path, key: str, tensor: torch.Tensor) -> None:
+    """Tensors must be fp32, bf16, fp16 or fp64: integer factors would merge as their raw
+    values (x1000 for int32 that held weights x1000), and PEFT neither writes nor runs fp8 ones."""
+    if tensor.is_floating_point() and tensor.dtype not in _FP8:
+        return
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    fix = (
+        "upcast the factors (exactly: every fp8 value is an fp32 value) and re-save the adapter"
+        if tensor.dtype in _FP8
+        else "integers are not weights; re-export the adapter in floating point"
+    )
+    raise MergeError(
+        f"{folder}: tensor {key!r} is stored as {dtype}; adapter tensors must be fp32, bf16 "
+        f"or fp16: {fix}"
+    )
+
+
 def _bias_name(module: str) -> str:
     return f"{module}.bias"
 
@@ -115,6 +133,7 @@ def load_adapter(path: str | Path, allow_pickle: bool = False) -> Adapter:
     adapter = Adapter(path=folder, config=config, manifest=read_manifest(folder))
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():
+        _refuse_dtype(folder, key, tensor)
         if not _all_finite(tensor):
             raise MergeError(
                 f"{folder}: tensor {key!r} holds NaN or Inf; the adapter is broken, retrain or re-export it"
@@ -127,15 +146,87 @@ def load_adapter(path: str | Path, allow_pickle: bool = False) -> Adapter:
 
 def _read_config(folder: Path) -> dict[str, Any]:
     file = folder / ADAPTER_CONFIG
+    refuse_dangling_link(file)
     if not file.is_file():
         raise ModelError(
             f"{folder}: not a PEFT adapter folder (no {ADAPTER_CONFIG}); pass an adapter directory"
         )
-    try:
-        with open(file, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{file}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    config = read_json_object(file, "re-save the adapter with PEFT's save_pretrained")
+    problems = _config_type_problems(config)
+    if problems:
+        raise ModelError(
+            f"{file}: {'; '.join(problems)}; fix the values (PEFT writes numbers as numbers)"
+        )
+    return config
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_rank(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _config_type_problems(config: dict[str, Any]) -> list[str]:
+    """Every field the merge or PEFT reads whose type is wrong (a hand-edited or foreign config)."""
+    problems = []
+    if "r" in config and not _is_rank(config["r"]):
+        problems.append(f"r must be a positive integer, got {config['r']!r}")
+    if "lora_alpha" in config and not _is_number(config["lora_alpha"]):
+        problems.append(f"lora_alpha must be a number, got {config['lora_alpha']!r}")
+    for key, valid, kind in (
+        ("alpha_pattern", _is_number, "a number"),
+        ("rank_pattern", _is_rank, "a positive integer"),
+    ):
+        problems += _pattern_problems(key, config.get(key), valid, kind)
+    targets = config.get("target_modules")
+    if isinstance(targets, str):
+        problems += _regex_problems("target_modules", [targets], lambda p: p)
+    elif targets is not None and not _is_string_list(targets):
+        problems.append(f"target_modules must be a list of names or a regex, got {targets!r}")
+    saved = config.get("modules_to_save")
+    if saved is not None and not _is_string_list(saved):
+        problems.append(f"modules_to_save must be a list of names, got {saved!r}")
+    for key in ("use_rslora", "fan_in_fan_out"):
+        if config.get(key) is not None and not isinstance(config[key], bool):
+            problems.append(f"{key} must be true or false, got {config[key]!r}")
+    if not isinstance(config.get("peft_type", "LORA"), str):
+        problems.append(f"peft_type must be a string, got {config['peft_type']!r}")
+    return problems
+
+
+def _is_string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _pattern_problems(key: str, patterns: Any, valid, kind: str) -> list[str]:
+    """alpha_pattern / rank_pattern: a mapping of module regexes to values."""
+    if patterns is None:
+        return []
+    if not isinstance(patterns, dict):
+        return [f"{key} must map module patterns to values, got {patterns!r}"]
+    problems = [
+        f"{key}[{pattern!r}] must be {kind}, got {value!r}"
+        for pattern, value in patterns.items()
+        if not valid(value)
+    ]
+    return problems + _regex_problems(key, list(patterns), _module_regex)
+
+
+def _regex_problems(key: str, patterns: list[str], wrap) -> list[str]:
+    problems = []
+    for pattern in patterns:
+        try:
+            re.compile(wrap(pattern))
+        except re.error as exc:
+            problems.append(f"{key} pattern {pattern!r} is not a valid regex ({exc})")
+    return problems
+
+
+def _module_regex(pattern: str) -> str:
+    """How PEFT matches an alpha_pattern / rank_pattern key against a module name."""
+    return rf"(.*\.)?({pattern})$"
 
 
 def _refuse_variants(folder: Path, config: dict[str, Any]) -> None:
@@ -153,6 +244,7 @@ def _refuse_variants(folder: Path, config: dict[str, Any]) -> None:
 
 def _read_state(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     weights = folder / ADAPTER_WEIGHTS
+    refuse_dangling_link(weights)
     if weights.is_file():
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -165,6 +257,7 @@ def _read_state(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
                 "damaged: copy or re-save the adapter"
             ) from None
     pickled = folder / ADAPTER_PICKLE
+    refuse_dangling_link(pickled)
     if pickled.is_file():
         if not allow_pickle:
             raise ModelError(
@@ -230,7 +323,7 @@ def module_scale(config: dict[str, Any], module: str, rank: int) -> float:
     """s = alpha / r, or alpha / sqrt(r) for rsLoRA, with alpha from alpha_pattern as PEFT reads it."""
     alpha = config.get("lora_alpha", 8)
     for pattern, value in (config.get("alpha_pattern") or {}).items():
-        if re.match(rf"(.*\.)?({pattern})$", module):
+        if re.match(_module_regex(pattern), module):
             alpha = value
             break
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank

@@ -8,19 +8,27 @@ lays out the header first (the plan is known from the base) and then streams eac
 from __future__ import annotations
 
 import json
+import math
+import os
 import queue
 import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
 from medmerge.errors import ModelError
-from medmerge.manifest import weights_digest_of, weights_hasher
+from medmerge.manifest import (
+    read_json_object,
+    read_model_config,
+    weights_digest_of,
+    weights_hasher,
+)
 
 INDEX_NAME = "model.safetensors.index.json"
+MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
 _COPY_CHUNK = 1 << 24
 DTYPES = {
     "F64": torch.float64,
@@ -60,29 +68,68 @@ class TensorEntry:
 
 
 def read_header(file: Path) -> list[TensorEntry]:
-    """The tensors of one safetensors file, in the order their bytes appear."""
+    """The tensors of one safetensors file, in the order their bytes appear.
+
+    The header is checked against the file before any tensor is read: a header length or a
+    byte range past the end of the file (a truncated copy, a forged header) is refused here
+    instead of failing half-way through a merge.
+    """
+    fix = "the file is truncated or damaged: re-download or re-save it"
     try:
         with open(file, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size < 8:
+                raise ModelError(f"{file}: {size} bytes, too short for a safetensors file; {fix}")
             (length,) = struct.unpack("<Q", handle.read(8))
+            if length > min(size - 8, MAX_HEADER_BYTES):
+                raise ModelError(
+                    f"{file}: safetensors header claims {length:,} bytes but the file holds "
+                    f"{size:,}; {fix}"
+                )
             header = json.loads(handle.read(length))
-    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(
-            f"{file}: not a readable safetensors file ({exc}); re-download or re-save it"
-        ) from exc
+    except OSError as exc:
+        raise ModelError(f"{file}: cannot read ({exc.strerror or exc}); {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelError(f"{file}: safetensors header is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(header, dict):
+        raise ModelError(f"{file}: safetensors header is not a JSON object; {fix}")
     data_start = 8 + length
     entries = [
-        TensorEntry(
-            name,
-            file,
-            info["dtype"],
-            tuple(info["shape"]),
-            data_start + info["data_offsets"][0],
-            data_start + info["data_offsets"][1],
-        )
+        _entry(file, name, info, data_start, size - data_start, fix)
         for name, info in header.items()
         if name != "__metadata__"
     ]
     return sorted(entries, key=lambda e: e.start)
+
+
+def _entry(file: Path, name: str, info: object, data_start: int, data_size: int, fix: str):
+    """One header record as a TensorEntry, checked: known dtype, sizes agree, bytes present."""
+    try:
+        dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+        valid = isinstance(dtype, str) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (*shape, start, end)
+        )
+    except (TypeError, KeyError, ValueError):
+        valid = False
+    if not valid:
+        raise ModelError(f"{file}: tensor {name!r} has a malformed header record; {fix}")
+    if dtype not in DTYPES:
+        raise ModelError(
+            f"{file}: tensor {name!r} has dtype {dtype}, which medmerge does not read; "
+            f"convert it to one of {', '.join(DTYPES)}"
+        )
+    count = math.prod(shape)
+    if end - start != count * DTYPES[dtype].itemsize:
+        raise ModelError(
+            f"{file}: tensor {name!r} claims bytes {start}..{end} for shape {list(shape)} "
+            f"{dtype}, which needs {count * DTYPES[dtype].itemsize}; {fix}"
+        )
+    if end > data_size:
+        raise ModelError(
+            f"{file}: tensor {name!r} needs bytes up to {end:,} of the data but the file "
+            f"holds {data_size:,}; {fix}"
+        )
+    return TensorEntry(name, file, dtype, tuple(shape), data_start + start, data_start + end)
 
 
 def read_tensor(entry: TensorEntry, into: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,6 +148,42 @@ def read_tensor(entry: TensorEntry, into: torch.Tensor | None = None) -> torch.T
     return raw.view(entry.torch_dtype).reshape(entry.shape)
 
 
+def refuse_dangling_link(path: Path) -> None:
+    """A symbolic link that resolves to nothing (a loop, a deleted target) is named as such,
+    not reported as a missing file."""
+    if path.is_symlink() and not path.exists():
+        raise ModelError(
+            f"{path}: a symbolic link that leads nowhere (a link loop or a deleted target); "
+            "replace it with the file it should point to"
+        )
+
+
+def _indexed_shards(index: Path) -> list[str]:
+    """The shard file names an index's weight_map lists, each a plain name in the index's folder.
+
+    A shard path that leaves the folder ('../x', '/abs') would be read by the merge and yet
+    left out of the model's hash, which covers the folder's own files only.
+    """
+    fix = "re-download the model or delete the index of a single-file model"
+    weight_map = read_json_object(index, fix).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelError(f"{index}: no 'weight_map' of tensor names to shard files; {fix}")
+    names = set()
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard.endswith(".safetensors"):
+            raise ModelError(
+                f"{index}: weight_map gives tensor {tensor!r} the shard {shard!r}, not a "
+                f"*.safetensors file name; {fix}"
+            )
+        if shard != PurePosixPath(shard).name or "\\" in shard:
+            raise ModelError(
+                f"{index}: weight_map puts tensor {tensor!r} in {shard!r}, not a file of the "
+                f"model folder; shards must be plain file names beside the index ({fix})"
+            )
+        names.add(shard)
+    return sorted(names)
+
+
 class Checkpoint:
     """A Hugging Face model folder's tensors (single file or sharded with an index), read lazily."""
 
@@ -113,15 +196,16 @@ class Checkpoint:
                 self.entries[entry.name] = entry
 
     def _weight_files(self) -> list[Path]:
-        if not (self.folder / "config.json").is_file():
+        config = self.folder / "config.json"
+        refuse_dangling_link(config)
+        if not config.is_file():
             raise ModelError(
                 f"{self.folder}: not a model folder (no config.json); pass a Hugging Face model directory"
             )
+        read_model_config(self.folder)
         index = self.folder / INDEX_NAME
         if index.is_file():
-            with open(index, encoding="utf-8") as handle:
-                weight_map = json.load(handle)["weight_map"]
-            files = sorted({self.folder / f for f in weight_map.values()})
+            files = [self.folder / name for name in _indexed_shards(index)]
         else:
             files = sorted(self.folder.glob("*.safetensors"))
         if not files:
@@ -129,10 +213,13 @@ class Checkpoint:
                 f"{self.folder}: no *.safetensors weights; convert the checkpoint to safetensors "
                 "(pickle .bin checkpoints are not read for safety)"
             )
+        for file in files:
+            refuse_dangling_link(file)
         missing = [f.name for f in files if not f.is_file()]
         if missing:
+            where = index if index.is_file() else self.folder
             raise ModelError(
-                f"{self.folder}: index names missing shard(s) {missing}; re-download the model"
+                f"{where}: shard(s) {missing} are not files in {self.folder}; re-download the model"
             )
         return files
 
