@@ -691,7 +691,9 @@ def _environment_error(exc: BaseException) -> str | None:
         return f"{where}{exc.strerror}; {fix} — nothing half-written was kept"
     text = str(exc)
     if isinstance(exc, RuntimeError) and text.startswith("Symlink loop from "):
-        return f"{text.removeprefix('Symlink loop from ')}: the path is a symlink loop; fix the link"
+        return (
+            f"{text.removeprefix('Symlink loop from ')}: the path is a symlink loop; fix the link"
+        )
     for code, fix in _ENVIRONMENT_ERRNOS.items():
         if f"(os error {code})" in text:
             return f"{os.strerror(code)} while writing; {fix} — nothing half-written was kept"

@@ -1187,7 +1187,59 @@ def _other_command_rows() -> list[Fault]:
         case.preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
         return case
 
+    def moe_per_expert(w: World) -> Case:
+        from transformers import MixtralConfig, MixtralForCausalLM
+
+        from medmerge.cli import main
+
+        base, adapter, merged = w.tmp / "moe", w.tmp / "moe-lora", w.tmp / "merged"
+        torch.manual_seed(0)
+        config = MixtralConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=8, num_local_experts=2,
+            num_experts_per_tok=1,
+        )  # fmt: skip
+        MixtralForCausalLM(config).save_pretrained(base)  # per-expert w1/w2/w3 on disk
+        adapter.mkdir()
+        key = "base_model.model.model.layers.0.block_sparse_moe.experts.0.w2"
+        factors = {
+            f"{key}.lora_A.weight": torch.randn(2, 32),
+            f"{key}.lora_B.weight": torch.randn(16, 2),
+        }
+        save_file({k: v * 1e-2 for k, v in factors.items()}, adapter / "adapter_model.safetensors")
+        (adapter / "adapter_config.json").write_text(
+            json.dumps(
+                {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["w2"],
+                 "task_type": "CAUSAL_LM", "bias": "none", "fan_in_fan_out": False}
+            )
+        )  # fmt: skip
+        assert (
+            main(["merge", "--base", str(base), "--adapter", f"{adapter}=1", "--out", str(merged)])
+            == 0
+        )
+        report = w.tmp / "verify.json"
+        argv = ["verify", "--base", str(base), "--merged", str(merged), "--adapter", f"{adapter}=1"]
+
+        def skipped_with_a_warning() -> None:
+            record = json.loads(report.read_text("utf-8"))
+            assert record["ok"] and record["tensors_touched"] == 1, record
+            assert any("behaviour check skipped" in line for line in record["warnings"]), record
+
+        return Case(
+            [*argv, "--report", str(report)], [base, adapter, merged], check=skipped_with_a_warning
+        )
+
     return [
+        Fault(
+            "verify-moe-per-expert",
+            "foreign architectures",
+            "verify",
+            "a per-expert MoE adapter (Mixtral `experts.0.w2`): transformers loads the experts "
+            "fused, so the logits check is skipped with a warning; the tensor checks run",
+            moe_per_expert,
+            (),
+            0,
+        ),
         Fault(
             "score-missing-field",
             "types",

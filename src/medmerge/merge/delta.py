@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from medmerge.errors import MergeError
 from medmerge.merge.adapters import Adapter
 from medmerge.merge.buffers import Scratch
 from medmerge.merge.methods import MethodParams, get_method
@@ -210,7 +211,10 @@ def apply_merged_delta(
     scratch = Scratch()
     for name in sorted(all_touched(adapters)):
         if name not in parameters:
-            raise KeyError(f"{name}: adapter tensor has no parameter of that name in the model")
+            raise MergeError(
+                f"{name}: the adapters change a tensor the loaded model has no parameter of; "
+                "merge onto the base the adapters were trained on"
+            )
         param = parameters[name]
         base = param.detach().cpu()
         originals[name] = param.detach().clone()

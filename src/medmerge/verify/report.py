@@ -29,7 +29,7 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
         f"failed {report['tensors_failed']}, max ulp error {report['max_ulp_error']}, "
         f"min delta retention {report['min_retention']:.1%}"
     )
-    if report["behaviour"]:
+    if report["behaviour"] and "max_abs_diff" in report["behaviour"]:
         b = report["behaviour"]
         line += f", logits max |diff| {b['max_abs_diff']:.3g}, top-1 {b['top1_agreement']:.0%}"
     console.print(line)

@@ -139,7 +139,9 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
         behaviour = compare_logits(
             Path(cfg.base), merged_dir, adapters, plan, method, params, cfg.probe_prompts
         )
-        if behaviour.get("load_error"):
+        if behaviour.get("skipped"):
+            warnings.append(f"behaviour check skipped: {behaviour['skipped']}")
+        elif behaviour.get("load_error"):
             failures.append(
                 f"behaviour: the merged folder does not load ({behaviour['load_error']})"
             )
