@@ -14,24 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoModelForCausalLM, Qwen3ForCausalLM
 
+from helpers import tiny_qwen3_config
 from medmerge.errors import ModelError
 from medmerge.loading import load_causal_lm, load_tokenizer, resolve_model_folder
 
 
 def _qwen(folder: Path, tied: bool = False, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        tie_word_embeddings=tied,
-    )
+    config = tiny_qwen3_config(vocab_size=96, intermediate_size=48, tie_word_embeddings=tied)
     Qwen3ForCausalLM(config).save_pretrained(folder)
     return folder
 

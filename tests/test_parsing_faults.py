@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import assert_one_error
 from medmerge.audit.records import read_records, write_without
 from medmerge.cli import main
 from medmerge.config import parse_set_overrides
@@ -25,15 +26,7 @@ SEPARATORS = "a\u2028b\u2029c\u0085d\x0be\x0cf\x1cg"
 
 
 def _one_error(code: int, capsys, *needles: str) -> str:
-    """Exit 2, exactly one `medmerge: error:` line holding every needle, no traceback."""
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("medmerge: error:")]
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return assert_one_error(code, capsys.readouterr().err, *needles)
 
 
 # ------------------------------------------------------------------ YAML

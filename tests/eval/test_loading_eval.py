@@ -20,8 +20,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen3ForCausalLM
 
+from helpers import tiny_qwen3_config
 from medmerge.cli import main
 from medmerge.errors import MergeError
 from medmerge.eval.backends import HFBackend
@@ -40,18 +41,8 @@ def _error_line(capsys) -> str:
 
 def _qwen_like_tiny_base(tiny_base: Path, folder: Path, **overrides) -> Path:
     """A random Qwen3 with the tiny base's tokenizer files, untied, of the given sizes."""
-    values = dict(
-        vocab_size=1024,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        tie_word_embeddings=False,
-    )
     torch.manual_seed(1)
-    Qwen3ForCausalLM(Qwen3Config(**{**values, **overrides})).save_pretrained(folder)
+    Qwen3ForCausalLM(tiny_qwen3_config(**overrides)).save_pretrained(folder)
     for file in tiny_base.iterdir():
         if file.name.startswith("tokenizer") or file.name.endswith(".jinja"):
             shutil.copy2(file, folder / file.name)

@@ -9,22 +9,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
+from helpers import tiny_qwen3_config
 from medmerge.manifest import model_identity, write_manifest
 from medmerge.merge import MergeConfig, run_merge
 
 
 def tiny_config(**overrides) -> Qwen3Config:
-    values = dict(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        tie_word_embeddings=False,
-    )
-    return Qwen3Config(**{**values, **overrides})
+    sizes = dict(vocab_size=512, hidden_size=64, intermediate_size=128, head_dim=16)
+    return tiny_qwen3_config(**{**sizes, **overrides})
 
 
 def make_base(folder: Path, seed: int = 0, **overrides) -> Path:

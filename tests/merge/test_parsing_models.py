@@ -17,21 +17,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers import assert_one_error
 from medmerge.cli import main
 
 INDEX = "model.safetensors.index.json"
 
 
 def _one_error(code: int, capsys, *needles: str) -> str:
-    """Exit 2, exactly one `medmerge: error:` line holding every needle, no traceback."""
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("medmerge: error:")]
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return assert_one_error(code, capsys.readouterr().err, *needles)
 
 
 def _edit_json(file: Path, edit) -> None:

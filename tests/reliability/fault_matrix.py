@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers import merge_argv
+
 
 @dataclass
 class World:
@@ -89,25 +91,10 @@ def first_key(tensors: dict, part: str) -> str:
     return next(k for k in sorted(tensors) if part in k)
 
 
-def merge_argv(w: World, base: Path, pt: Path, sft: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "merge",
-        "--base",
-        str(base),
-        "--adapter",
-        f"{pt}=0.3",
-        "--adapter",
-        f"{sft}=0.7",
-        "--out",
-        str(out),
-        *extra,
-    ]
-
-
 def merge_case(w: World, base=None, pt=None, sft=None, *extra: str) -> Case:
     base, pt, sft = base or w.base, pt or w.pt, sft or w.sft
     out = w.tmp / "out"
-    return Case(merge_argv(w, base, pt, sft, out, *extra), [base, pt, sft], [out])
+    return Case(merge_argv(base, pt, sft, out, *extra), [base, pt, sft], [out])
 
 
 def eval_mcq_case(w: World, model: Path, *extra: str) -> Case:
@@ -196,7 +183,7 @@ def _output_rows() -> list[Fault]:
         def build(w: World) -> Case:
             base, pt, sft = copy(w.base, w), copy(w.pt, w), copy(w.sft, w)
             out = {"base": base, "pt": pt}[target]
-            return Case(merge_argv(w, base, pt, sft, out, "--force"), [base, pt, sft])
+            return Case(merge_argv(base, pt, sft, out, "--force"), [base, pt, sft])
 
         return build
 
@@ -463,7 +450,8 @@ def _adapter_rows() -> list[Fault]:
         for k in list(tensors):
             tensors[k] = tensors[k].to(torch.float8_e4m3fn)
 
-    def other_base(w: World) -> Case:
+    def for_a_wider_base(w: World) -> Path:
+        """A copy of the SFT adapter whose lora_A factors expect a base twice as wide."""
         sft = copy(w.sft, w)
 
         def widen(tensors: dict) -> None:
@@ -472,17 +460,13 @@ def _adapter_rows() -> list[Fault]:
                     tensors[k] = torch.zeros(tensors[k].shape[0], tensors[k].shape[1] * 2)
 
         edit_tensors(sft / "adapter_model.safetensors", widen)
-        return merge_case(w, None, None, sft)
+        return sft
+
+    def other_base(w: World) -> Case:
+        return merge_case(w, None, None, for_a_wider_base(w))
 
     def eval_other_base(w: World) -> Case:
-        sft = copy(w.sft, w)
-
-        def widen(tensors: dict) -> None:
-            for k in list(tensors):
-                if "lora_A" in k:
-                    tensors[k] = torch.zeros(tensors[k].shape[0], tensors[k].shape[1] * 2)
-
-        edit_tensors(sft / "adapter_model.safetensors", widen)
+        sft = for_a_wider_base(w)
         out = w.tmp / "out"
         argv = ["eval", "gen", "--base", str(w.base), "--adapter", f"{sft}=1"]
         argv += ["--data", str(w.gen_data), "--out", str(out), "--limit", "2"]

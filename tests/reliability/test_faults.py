@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MEDMERGE, assert_user_error, run_cli
+from helpers import merge_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,20 +25,6 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def _train_args(base, data, out) -> list[str]:
     return ["train", "pt", "--base", str(base), "--data", str(data), "--out", str(out)]
-
-
-def _merge_args(base, pt, sft, out) -> list[str]:
-    return [
-        "merge",
-        "--base",
-        str(base),
-        "--adapter",
-        f"{pt}=0.3",
-        "--adapter",
-        f"{sft}=0.7",
-        "--out",
-        str(out),
-    ]
 
 
 # ------------------------------------------------------------------ missing and unreadable paths
@@ -57,7 +44,7 @@ def test_missing_path(command, tiny_base, adapters, tmp_path):
             "--out",
             str(tmp_path / "o"),
         ],
-        "merge": _merge_args(tiny_base, missing, adapters["sft"], tmp_path / "o"),
+        "merge": merge_argv(tiny_base, missing, adapters["sft"], tmp_path / "o"),
         "verify": ["verify", "--base", str(tiny_base), "--merged", str(missing)],
         "eval-gen": [
             "eval",
@@ -106,7 +93,7 @@ def test_truncated_adapter_weights(tiny_base, adapters, tmp_path):
     weights = broken / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     line = assert_user_error(
-        run_cli(*_merge_args(tiny_base, broken, adapters["sft"], tmp_path / "m"))
+        run_cli(*merge_argv(tiny_base, broken, adapters["sft"], tmp_path / "m"))
     )
     assert "adapter_model.safetensors" in line
     assert not (tmp_path / "m").exists()
@@ -119,7 +106,7 @@ def test_corrupted_base_checkpoint(tiny_base, adapters, tmp_path):
     data[8:40] = b"{not a safetensors header at all!"[:32]
     weights.write_bytes(bytes(data))
     assert_user_error(
-        run_cli(*_merge_args(base, adapters["pt"], adapters["sft"], tmp_path / "m")),
+        run_cli(*merge_argv(base, adapters["pt"], adapters["sft"], tmp_path / "m")),
         "model.safetensors",
     )
     assert not (tmp_path / "m").exists()
@@ -134,7 +121,7 @@ def test_adapter_config_damaged(damage, tiny_base, adapters, tmp_path):
     else:
         config.write_text('{"r": 8, "lora_alpha": ')
     line = assert_user_error(
-        run_cli(*_merge_args(tiny_base, adapters["pt"], broken, tmp_path / "m"))
+        run_cli(*merge_argv(tiny_base, adapters["pt"], broken, tmp_path / "m"))
     )
     assert "adapter_config.json" in line
 
@@ -167,7 +154,7 @@ def test_pickle_adapter_refused_without_flag(tiny_base, adapters, tmp_path):
     (broken / "adapter_model.safetensors").unlink()
     torch.save(tensors, broken / "adapter_model.bin")
     assert_user_error(
-        run_cli(*_merge_args(tiny_base, broken, adapters["sft"], tmp_path / "m")), "--allow-pickle"
+        run_cli(*merge_argv(tiny_base, broken, adapters["sft"], tmp_path / "m")), "--allow-pickle"
     )
 
 
@@ -217,7 +204,7 @@ def test_mcq_answer_not_among_options(tiny_base, tmp_path):
 )
 def test_unknown_names_get_did_you_mean(argv_tail, needle, tiny_base, adapters, tmp_path):
     result = run_cli(
-        *_merge_args(tiny_base, adapters["pt"], adapters["sft"], tmp_path / "m"), *argv_tail
+        *merge_argv(tiny_base, adapters["pt"], adapters["sft"], tmp_path / "m"), *argv_tail
     )
     assert "did you mean" in assert_user_error(result, needle)
 
@@ -247,7 +234,7 @@ def test_existing_output_refused_and_untouched(tiny_base, adapters, tmp_path):
     out.mkdir()
     (out / "precious.txt").write_text("mine")
     assert_user_error(
-        run_cli(*_merge_args(tiny_base, adapters["pt"], adapters["sft"], out)), "--force"
+        run_cli(*merge_argv(tiny_base, adapters["pt"], adapters["sft"], out)), "--force"
     )
     assert (out / "precious.txt").read_text() == "mine"
 
@@ -263,7 +250,7 @@ def _limit_file_size(limit: int):
 def test_disk_full_during_merge_leaves_nothing_finished(tiny_base, adapters, tmp_path):
     out = tmp_path / "m"
     result = run_cli(
-        *_merge_args(tiny_base, adapters["pt"], adapters["sft"], out),
+        *merge_argv(tiny_base, adapters["pt"], adapters["sft"], out),
         "--dtype",
         "fp32",
         preexec=_limit_file_size(50_000),
@@ -323,12 +310,12 @@ def test_killed_training_resumes(sig, tiny_base, adapters, tmp_path):
 def test_killed_merge_leaves_finished_work_alone(sig, tiny_base, adapters, tmp_path):
     finished = tmp_path / "merged"
     first = run_cli(
-        *_merge_args(tiny_base, adapters["pt"], adapters["sft"], finished), "--dtype", "fp32"
+        *merge_argv(tiny_base, adapters["pt"], adapters["sft"], finished), "--dtype", "fp32"
     )
     assert first.code == 0, first.stderr[-2000:]
     before = {p.name: p.read_bytes() for p in finished.iterdir() if p.is_file()}
     args = [
-        *_merge_args(tiny_base, adapters["pt"], adapters["sft"], finished),
+        *merge_argv(tiny_base, adapters["pt"], adapters["sft"], finished),
         "--force",
         "--dtype",
         "bf16",
@@ -377,7 +364,7 @@ def test_verify_reports_a_broken_merge_with_exit_1(tiny_base, adapters, tmp_path
     out = tmp_path / "m"
     assert (
         run_cli(
-            *_merge_args(tiny_base, adapters["pt"], adapters["sft"], out), "--dtype", "fp32"
+            *merge_argv(tiny_base, adapters["pt"], adapters["sft"], out), "--dtype", "fp32"
         ).code
         == 0
     )
@@ -441,7 +428,7 @@ def test_killed_eval_leaves_no_output_and_reruns(tiny_base, adapters, tmp_path):
     merged = tmp_path / "merged"
     assert (
         run_cli(
-            *_merge_args(tiny_base, adapters["pt"], adapters["sft"], merged), "--dtype", "fp32"
+            *merge_argv(tiny_base, adapters["pt"], adapters["sft"], merged), "--dtype", "fp32"
         ).code
         == 0
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import assert_one_error, merge_argv, verify_argv
 from medmerge import artifacts
 from medmerge.artifacts import lock_path, staged_output
 from medmerge.cli import main
@@ -31,14 +32,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def one_error(capsys, code: int, *needles: str) -> str:
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("medmerge: error:")]
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return assert_one_error(code, capsys.readouterr().err, *needles)
 
 
 @pytest.fixture
@@ -52,19 +46,7 @@ def run_folder(tmp_path) -> Path:
 
 
 def _merge_argv(base, pt, sft, out, *extra) -> list[str]:
-    return [
-        "merge",
-        "--base",
-        str(base),
-        "--adapter",
-        f"{pt}=0.3",
-        "--adapter",
-        f"{sft}=0.7",
-        "--out",
-        str(out),
-        "--no-verify",
-        *extra,
-    ]
+    return merge_argv(base, pt, sft, out, "--no-verify", *extra)
 
 
 # ------------------------------------------------------------------ outputs onto inputs
@@ -159,17 +141,7 @@ def test_verify_report_never_overwrites_an_input_file(tmp_path, tiny_base, capsy
     base = shutil.copytree(tiny_base, tmp_path / "base")
     before = tree_digest(base)
     code = main(
-        [
-            "verify",
-            "--base",
-            str(base),
-            "--merged",
-            str(base),
-            "--adapter",
-            f"{base}=1",
-            "--report",
-            str(base / "config.json"),
-        ]
+        verify_argv(base, base, "--adapter", f"{base}=1", "--report", str(base / "config.json"))
     )
     one_error(capsys, code, "config.json")
     assert tree_digest(base) == before
@@ -179,17 +151,7 @@ def test_verify_report_replaces_only_an_earlier_report(tmp_path, tiny_base, caps
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": true}')
     code = main(
-        [
-            "verify",
-            "--base",
-            str(tiny_base),
-            "--merged",
-            str(tiny_base),
-            "--adapter",
-            f"{tiny_base}=1",
-            "--report",
-            str(notes),
-        ]
+        verify_argv(tiny_base, tiny_base, "--adapter", f"{tiny_base}=1", "--report", str(notes))
     )
     one_error(capsys, code, "not a verify report")
     assert notes.read_text() == '{"mine": true}'
@@ -258,18 +220,7 @@ def test_train_refuses_a_partial_another_process_holds(
 def test_verify_refuses_while_a_writer_holds_the_folder(tmp_path, tiny_base, live_pid, capsys):
     _hold_lock(tiny_base, live_pid)
     try:
-        code = main(
-            [
-                "verify",
-                "--base",
-                str(tiny_base),
-                "--merged",
-                str(tiny_base),
-                "--adapter",
-                f"{tiny_base}=1",
-                "--no-logits",
-            ]
-        )
+        code = main(verify_argv(tiny_base, tiny_base, "--adapter", f"{tiny_base}=1", "--no-logits"))
     finally:
         lock_path(tiny_base).unlink()
     one_error(capsys, code, "writing it right now")
