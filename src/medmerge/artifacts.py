@@ -106,6 +106,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # no such process, or no psutil: fall back to the pid alone
+        return None
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    """The lock's writer still runs: its pid is alive and is the same process (not a reuse)."""
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's (a shared file system): it cannot be checked from here
+    pid = int(owner.get("pid", -1))
+    if not _pid_alive(pid):
+        return False
+    started = owner.get("started")
+    return started is None or _start_time(pid) in (None, started)
+
+
 def _lock_owner(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text("utf-8"))
@@ -119,7 +139,7 @@ def lock_holder(target: str | os.PathLike) -> int | None:
     if not owner or owner.get("host") != socket.gethostname():
         return None
     pid = int(owner.get("pid", -1))
-    return pid if pid != os.getpid() and _pid_alive(pid) else None
+    return pid if pid != os.getpid() and _owner_alive(owner) else None
 
 
 @contextlib.contextmanager
@@ -137,14 +157,16 @@ def output_lock(target: str | os.PathLike) -> Iterator[Path]:
             _HELD[path] -= 1
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    record = json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": _start_time(os.getpid())}
+    )
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             owner = _lock_owner(path) or {}
             pid = int(owner.get("pid", -1))
-            if owner.get("host") == socket.gethostname() and not _pid_alive(pid):
+            if owner and not _owner_alive(owner):
                 path.unlink(missing_ok=True)  # left by a killed run
                 continue
             raise OutputInUseError(

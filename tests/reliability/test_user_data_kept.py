@@ -321,3 +321,16 @@ def test_out_name_too_long_is_one_line(tmp_path, run_folder, capsys):
     code = main(["report", str(run_folder), "--out", str(tmp_path / ("r" * 240))])
     one_error(capsys, code, "too long")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_lock_whose_pid_was_reused_is_taken_over(tmp_path, live_pid):
+    """A pid alive again as another process (started later than the lock says) is stale."""
+    import socket
+
+    out = tmp_path / "out"
+    lock_path(out).write_text(
+        json.dumps({"pid": live_pid, "host": socket.gethostname(), "started": 1.0})
+    )
+    with staged_output(out) as staging:
+        (staging / "a").write_text("a")
+    assert (out / "a").read_text() == "a"
