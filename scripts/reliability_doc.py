@@ -99,7 +99,7 @@ def render(faults) -> str:
 
 
 def main() -> int:
-    sys.path.insert(0, str(REPO / "tests" / "reliability"))
+    sys.path[:0] = [str(REPO / "tests" / "reliability"), str(REPO / "tests")]
     from fault_matrix import FAULTS
 
     target = REPO / "docs" / "reliability.md"

@@ -683,7 +683,9 @@ def _environment_error(exc: BaseException) -> str | None:
 
     safetensors reports I/O failures as SafetensorError text ("... (os error 28)"), not OSError.
     """
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, ImportError | OSError) and "failed to map segment" in str(exc)
+    ):  # a library that cannot even be mapped under a memory limit (ulimit -v)
         return "out of memory; free memory (or raise the memory limit), or use a smaller batch"
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
         where = f"{exc.filename}: " if exc.filename else ""

@@ -1163,6 +1163,15 @@ def _other_command_rows() -> list[Fault]:
         argv = ["verify", "--base", str(w.base), "--merged", str(merged), "--no-logits"]
         return Case([*argv, "--report", str(w.tmp / "verify.json")], [w.base, w.pt, w.sft])
 
+    def eval_memory_limit(w: World) -> Case:
+        import resource
+
+        case = eval_mcq_case(w, w.merged)
+        case.subprocess = True
+        limit = 450 * 2**20  # below what torch and a model need: fails in the import or the load
+        case.preexec = lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        return case
+
     def eval_disk_full(w: World) -> Case:
         import resource
 
@@ -1214,6 +1223,14 @@ def _other_command_rows() -> list[Fault]:
         )
 
     return [
+        Fault(
+            "eval-memory-limit",
+            "memory",
+            "eval mcq",
+            "a memory limit (ulimit -v 450 MB) too small for torch and the model",
+            eval_memory_limit,
+            ("out of memory",),
+        ),
         Fault(
             "verify-moe-per-expert",
             "foreign architectures",
