@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import Field
 
-from medmerge.artifacts import atomic_write_json, guard_inputs, staged_output
+from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock, staged_output
 from medmerge.audit.leakage import AuditConfig, run_audit
 from medmerge.base import BaseBuildConfig, build_base
 from medmerge.config import StageConfig, build_config
@@ -376,9 +376,10 @@ def run_pipeline(cfg: PipelineConfig) -> int:
             "writable folder for `out`"
         ) from None
     digests: dict[str, str | None] = {}
-    for stage in chosen:
-        _refuse_foreign(stage, inputs)
-        _run_stage(stage, stages, records, digests)
+    with output_lock(cfg.out):  # a second `run` on this folder is refused, not interleaved
+        for stage in chosen:
+            _refuse_foreign(stage, inputs)
+            _run_stage(stage, stages, records, digests)
     print(
         f"\npipeline finished in {time.perf_counter() - started:.0f} s; run folder "
         f"{Path(cfg.out).resolve()}"

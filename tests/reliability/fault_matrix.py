@@ -1014,6 +1014,14 @@ def _concurrency_rows() -> list[Fault]:
     def verify_target(w: World, case: Case) -> Path:
         return Path(case.argv[case.argv.index("--merged") + 1])
 
+    def pipeline(w: World) -> Case:
+        config = Path(__file__).resolve().parents[2] / "configs" / "pipeline.yaml"
+        run = w.tmp / "run"
+        return Case(["run", str(config), "--out", str(run)], [config], [run / "base"])
+
+    def run_target(w: World, case: Case) -> Path:
+        return Path(case.argv[case.argv.index("--out") + 1])
+
     def sigterm_base(w: World) -> Case:
         out = w.tmp / "out"
         case = Case(["base", "build", "--out", str(out), "--pretrain-steps", "100000"], [], [out])
@@ -1053,6 +1061,14 @@ def _concurrency_rows() -> list[Fault]:
             "verify while a merge holds the merged folder",
             locked(verify_live, verify_target),
             ("writing it right now",),
+        ),
+        Fault(
+            "run-concurrent",
+            "concurrency",
+            "run",
+            "a second `run` on a run folder another `run` holds",
+            locked(pipeline, run_target),
+            ("another medmerge process",),
         ),
         Fault(
             "sigterm-base-build",
