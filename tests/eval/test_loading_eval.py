@@ -115,7 +115,7 @@ def test_non_finite_adapter_is_refused_in_memory(tiny_base, tmp_path, capsys):
 
 
 def test_merged_delta_that_overflows_the_dtype_is_refused(tiny_base, tmp_path):
-    from medmerge.merge import load_adapter
+    from medmerge.lora import load_adapter
 
     adapter = _adapter(tiny_base, tmp_path / "huge", scale_b=1e9)  # finite in fp32
     spec = ModelSpec(base=str(tiny_base), adapters=[{"path": str(adapter), "weight": 1.0}])

@@ -95,7 +95,7 @@ def test_adapters_applied_in_memory_match_peft(tiny_base, adapter):
     from peft import PeftModel
 
     spec = ModelSpec(base=str(tiny_base), adapters=[{"path": str(adapter), "weight": 0.5}])
-    from medmerge.merge import load_adapter
+    from medmerge.lora import load_adapter
 
     backend = HFBackend(spec, device="cpu", adapters=[load_adapter(adapter)])
     request = LoglikRequest("The patient has a fever and", " a cough")

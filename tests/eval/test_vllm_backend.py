@@ -25,8 +25,8 @@ from medmerge.eval.vllm_backend import (
     sampling_arguments,
     vllm_max_lora_rank,
 )
+from medmerge.lora import load_adapter
 from medmerge.manifest import model_identity, write_manifest
-from medmerge.merge import load_adapter
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _fake_vllm

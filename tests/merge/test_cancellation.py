@@ -10,9 +10,8 @@ import pytest
 import torch
 from _factories import ulp_distance
 
-from medmerge.merge.adapters import Adapter, LoraFactors
-from medmerge.merge.buffers import Scratch
-from medmerge.merge.delta import WeightPlan, merged_weight
+from medmerge.checkpoints import Scratch
+from medmerge.lora import Adapter, LoraFactors, WeightPlan, merged_weight
 
 NAME = "model.layers.0.mlp.up_proj.weight"
 WEIGHTS = (0.3, 0.7)

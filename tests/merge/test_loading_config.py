@@ -20,9 +20,9 @@ from transformers import (
     Qwen3MoeForCausalLM,
 )
 
+from medmerge.checkpoints import Checkpoint
 from medmerge.cli import main
 from medmerge.errors import ModelError
-from medmerge.merge.checkpoint import Checkpoint
 
 
 def _error_lines(capsys) -> list[str]:
@@ -81,7 +81,7 @@ def _saved(model, folder):
 def test_other_layouts_pass_and_their_aliases_are_checked(tmp_path):
     """GPT-2 (transformer.h.N, n_embd, tied), Llama, and a MoE whose expert MLPs have another
     width than intermediate_size all pass; GPT-2's n_embd is still checked."""
-    from medmerge.merge.preflight import check_base_config
+    from medmerge.lora.fit import check_base_config
 
     torch.manual_seed(0)
     gpt2 = _saved(

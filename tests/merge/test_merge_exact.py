@@ -15,8 +15,9 @@ from _factories import (
     ulp_distance,
 )
 
+from medmerge.lora import apply_merged_delta, load_adapter, restore_weights
 from medmerge.manifest import read_manifest
-from medmerge.merge import MergeConfig, apply_merged_delta, load_adapter, restore_weights, run_merge
+from medmerge.merge import MergeConfig, run_merge
 
 WEIGHTS = (0.3, 0.7)
 

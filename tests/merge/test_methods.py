@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from medmerge.errors import MergeError
-from medmerge.merge.delta import WeightPlan
-from medmerge.merge.methods import METHODS, MethodParams, get_method, keep_largest
+from medmerge.lora import WeightPlan
+from medmerge.lora.methods import METHODS, MethodParams, get_method, keep_largest
 
 
 def test_linear_is_the_weighted_sum():

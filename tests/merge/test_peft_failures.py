@@ -8,7 +8,7 @@ from _factories import make_adapter, peft_reference
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from medmerge.merge import intended_delta, load_adapter
+from medmerge.lora import intended_delta, load_adapter
 
 Q = "model.layers.0.self_attn.q_proj"
 
@@ -115,6 +115,6 @@ def test_mergekit_style_bf16_weight_is_not_used():
     """A weight cast to bf16 is 0.69921875, not 0.7; medmerge keeps the weight in fp64."""
     assert float(torch.tensor(0.7, dtype=torch.bfloat16)) == 0.69921875
     delta = torch.randn(8, 8, dtype=torch.float64)
-    from medmerge.merge.methods import MethodParams, linear
+    from medmerge.lora.methods import MethodParams, linear
 
     assert torch.equal(linear([delta], [0.7], MethodParams()), delta * 0.7)

@@ -158,7 +158,7 @@ def test_peft_merge_and_unload_with_different_ranks_and_rslora(models, tmp_path)
 
 
 def test_template_check():
-    from medmerge.merge.adapters import Adapter
+    from medmerge.lora import Adapter
 
     adapter = Adapter(
         path=__import__("pathlib").Path("pt"),

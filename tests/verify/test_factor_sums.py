@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmerge.merge import delta as delta_module
-from medmerge.merge.adapters import Adapter, LoraFactors
-from medmerge.merge.delta import (
+from medmerge.lora import (
+    Adapter,
+    LoraFactors,
+    MethodParams,
     WeightPlan,
     adapter_deltas,
     intended_delta,
-    linear_factors,
     merged_weight,
+    stacked_factors,
 )
-from medmerge.merge.methods import MethodParams
+from medmerge.lora import delta as delta_module
 from medmerge.verify.tensors import FitSums, check_touched
 
 NAME = "model.layers.0.mlp.up_proj.weight"
@@ -53,8 +54,9 @@ def test_factor_sums_equal_dense_sums(transpose, made_with, rows_per_block, monk
     base = (torch.randn(40, 56, generator=generator) * 0.02).to(torch.bfloat16)
     plan = WeightPlan((0.3, 0.7))
     merged = merged_weight(NAME, adapters, WeightPlan(made_with), base, torch.bfloat16)
-    A, B, transposed = linear_factors(NAME, adapters, WeightPlan(made_with))
-    whole = base.double().addmm_(*((A.T, B.T) if transposed else (B, A))).to(torch.bfloat16)
+    stacked = stacked_factors(NAME, adapters, WeightPlan(made_with))
+    A, B = stacked.A, stacked.B
+    whole = base.double().addmm_(*((A.T, B.T) if stacked.transpose else (B, A))).to(torch.bfloat16)
     assert torch.equal(merged, whole)  # rounded by blocks of rows == the whole tensor at once
     fit = FitSums.empty(2)
     result = check_touched(NAME, base, merged, adapters, plan, "linear", MethodParams(), fit)

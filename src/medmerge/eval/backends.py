@@ -157,9 +157,13 @@ def apply_adapters(
     base_identity: dict[str, str] | None = None,
 ) -> None:
     """The exact in-memory merge, after the checks `medmerge merge` makes before writing."""
-    from medmerge.merge import WeightPlan, apply_merged_delta
-    from medmerge.merge.delta import all_finite, all_touched
-    from medmerge.merge.preflight import check_in_memory_merge
+    from medmerge.lora import (
+        WeightPlan,
+        all_finite,
+        all_touched,
+        apply_merged_delta,
+        check_in_memory_merge,
+    )
 
     check_in_memory_merge(adapters, model, spec.base, base_identity)
     plan = WeightPlan(tuple(a.weight for a in spec.adapters))

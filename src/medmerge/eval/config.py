@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from medmerge.config import StageConfig
-from medmerge.merge.config import AdapterWeight
+from medmerge.lora import AdapterWeight
 
 # The study's presets: A greedy; B its headline sampling setting; C near-unfiltered sampling.
 DECODING_PRESETS: dict[str, dict[str, float | bool]] = {
@@ -24,12 +24,20 @@ DECODING_PRESETS: dict[str, dict[str, float | bool]] = {
 class Decoding(StageConfig):
     """A preset plus explicit overrides; `resolved()` gives the values generation uses."""
 
-    preset: Literal["A", "B", "C"] = "A"
-    temperature: float | None = Field(default=None, ge=0)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    max_new_tokens: int = Field(default=256, ge=1)
-    seed: int = 0
+    preset: Literal["A", "B", "C"] = Field(
+        default="A", description="A greedy; B T=0.6 top_p=0.8; C T=1.0 top_p=0.95"
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, description="sampling temperature (over the preset's; 0 is greedy)"
+    )
+    top_p: float | None = Field(
+        default=None, gt=0, le=1, description="nucleus sampling mass (over the preset's)"
+    )
+    top_k: int | None = Field(
+        default=None, ge=0, description="sample from the k likeliest tokens only"
+    )
+    max_new_tokens: int = Field(default=256, ge=1, description="longest answer in tokens")
+    seed: int = Field(default=0, description="sampling seed")
 
     def resolved(self) -> dict[str, float | int | bool]:
         values = dict(DECODING_PRESETS[self.preset])
@@ -66,15 +74,33 @@ class ModelSpec(StageConfig):
 class EngineSettings(StageConfig):
     """How a model runs: the backend, and vLLM's engine settings when the backend is vllm."""
 
-    backend: Literal["hf", "vllm"] = "hf"
-    device: str = "auto"  # hf: auto is cuda when available, else cpu
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = Field(default=8, ge=1)  # hf; vLLM schedules its own batches
-    tensor_parallel_size: int = Field(default=1, ge=1)  # vllm: GPUs one model is split over
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vllm (None: 0.9)
-    max_model_len: int | None = Field(default=None, ge=1)  # vllm (None: the model's own)
-    allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code)
-    allow_hub: bool = False  # a name that is no local folder is downloaded from the model hub
+    backend: Literal["hf", "vllm"] = Field(default="hf", description="hf (transformers) or vllm")
+    device: str = Field(
+        default="auto", description="auto (cuda when available, else cpu), cpu, cuda, cuda:1"
+    )
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="dtype the model is loaded in"
+    )
+    batch_size: int = Field(
+        default=8, ge=1, description="hf: prompts per batch (vLLM schedules its own)"
+    )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="vllm: GPUs one model is split over"
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1, description="vllm: share of GPU memory (default 0.9)"
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=1, description="vllm: context length (default the model's)"
+    )
+    allow_pickle: bool = Field(
+        default=False,
+        description="allow .bin/.pt model folders and adapters (pickles can run code)",
+    )
+    allow_hub: bool = Field(
+        default=False,
+        description="a model that is not a local folder may be downloaded from the model hub",
+    )
 
     @model_validator(mode="after")
     def _vllm_settings_need_vllm(self) -> EngineSettings:
@@ -96,16 +122,28 @@ class EvalCommon(EngineSettings):
 
     path_fields = ("model", "base", "adapters", "data", "out", "few_shot_data")
 
-    model: str | None = None
-    base: str | None = None
-    adapters: list[AdapterWeight] = Field(default_factory=list)
-    method: str = "linear"
-    template: str = "qwen3_nothink"
-    enable_thinking: bool = False
-    allow_template_mismatch: bool = False
-    out: str
-    force: bool = False
-    limit: int | None = Field(default=None, ge=1)  # first N items only (smoke runs)
+    model: str | None = Field(
+        default=None, description="model folder (a merged checkpoint or a base alone)"
+    )
+    base: str | None = Field(
+        default=None, description="base model folder; with --adapter, merged in memory"
+    )
+    adapters: list[AdapterWeight] = Field(
+        default_factory=list,
+        description="an adapter folder and its weight, merged into --base in memory (repeatable)",
+    )
+    method: str = Field(default="linear", description="merge method for --adapter")
+    template: str = Field(default="qwen3_nothink", description="chat template")
+    enable_thinking: bool = Field(
+        default=False, description="render the reasoning (<think>) part of the template"
+    )
+    allow_template_mismatch: bool = Field(
+        default=False,
+        description="evaluate with another template than the adapters were trained with (warns, recorded)",
+    )
+    out: str = Field(description="results folder")
+    force: bool = Field(default=False, description="replace an existing --out")
+    limit: int | None = Field(default=None, ge=1, description="first N items only (smoke runs)")
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(
@@ -121,29 +159,52 @@ class EvalCommon(EngineSettings):
 class GenEvalConfig(EvalCommon):
     """`medmerge eval gen`: generate answers to a data set and score them against references."""
 
-    data: str
-    format: Literal["auto", "alpaca", "sharegpt", "pubmedqa", "columns"] = "auto"
+    data: str = Field(
+        description="Alpaca/ShareGPT, PubMedQA ori_pqal.json or JSON lines with prompt/reference"
+    )
+    format: Literal["auto", "alpaca", "sharegpt", "pubmedqa", "columns"] = Field(
+        default="auto", description="the data's layout"
+    )
     columns: dict[str, str] = Field(default_factory=dict)  # prompt/reference/id/system field names
-    language: Literal["auto", "en", "zh"] = "auto"
+    language: Literal["auto", "en", "zh"] = Field(
+        default="auto", description="sacreBLEU tokenizer: en 13a, zh zh"
+    )
     decoding: Decoding = Field(default_factory=lambda: Decoding(preset="B"))
-    markers: list[str] | None = None  # default: leakage.DEFAULT_MARKERS
+    markers: list[str] | None = Field(
+        default=None, description="reasoning markers counted as leaks (default: the built-in list)"
+    )
 
 
 class McqEvalConfig(EvalCommon):
     """`medmerge eval mcq`: multiple-choice accuracy by log-likelihood or by generated letter."""
 
-    data: list[str] = Field(min_length=1)
-    format: str = "auto"
+    data: list[str] = Field(
+        min_length=1, description="files or folders (MedQA, MedMCQA, PubMedQA, MMLU, CMMLU, ...)"
+    )
+    format: str = Field(default="auto", description="the benchmark's layout")
     columns: dict[str, str] = Field(default_factory=dict)  # generic format's field names
-    medmcqa_cop_base: Literal[0, 1] | None = None  # when the file cannot tell
-    mode: Literal["loglik", "generate"] = "loglik"
-    continuation: Literal["letter", "text"] = "letter"
-    chat: bool = True  # wrap the question in the chat template, as in training
-    language: Literal["auto", "en", "zh"] = "auto"
-    few_shot: int = Field(default=0, ge=0)
-    few_shot_data: list[str] = Field(default_factory=list)  # default: other items of the data
-    seed: int = 0
-    max_new_tokens: int = Field(default=32, ge=1)  # generate mode
+    medmcqa_cop_base: Literal[0, 1] | None = Field(
+        default=None,
+        description="MedMCQA: whether cop counts from 0 or 1, when the file cannot tell",
+    )
+    mode: Literal["loglik", "generate"] = Field(
+        default="loglik", description="score options by log-likelihood or generate a letter"
+    )
+    continuation: Literal["letter", "text"] = Field(
+        default="letter", description="what loglik scores per option"
+    )
+    chat: bool = Field(
+        default=True, description="wrap the question in the chat template, as in training (loglik)"
+    )
+    language: Literal["auto", "en", "zh"] = Field(default="auto", description="prompt language")
+    few_shot: int = Field(default=0, ge=0, description="exemplars per question (seeded)")
+    few_shot_data: list[str] = Field(
+        default_factory=list, description="exemplar pool (default: the other questions)"
+    )
+    seed: int = Field(default=0, description="few-shot sampling seed")
+    max_new_tokens: int = Field(
+        default=32, ge=1, description="generate mode: longest answer in tokens"
+    )
 
 
 class ScoreConfig(StageConfig):
@@ -151,14 +212,21 @@ class ScoreConfig(StageConfig):
 
     path_fields = ("predictions", "out", "tokenizer")
 
-    predictions: str
-    out: str
-    force: bool = False
-    prediction_key: str = "prediction"
-    reference_key: str = "reference"
-    language: Literal["auto", "en", "zh"] = "auto"
-    tokenizer: str | None = None  # for token lengths; default: none (character lengths only)
-    markers: list[str] | None = None
+    predictions: str = Field(description="JSON lines with prediction and reference")
+    out: str = Field(description="results folder")
+    force: bool = Field(default=False, description="replace an existing --out")
+    prediction_key: str = Field(default="prediction", description="field of the model output")
+    reference_key: str = Field(default="reference", description="field of the reference")
+    language: Literal["auto", "en", "zh"] = Field(
+        default="auto", description="sacreBLEU tokenizer: en 13a, zh zh"
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="tokenizer folder for token lengths (default: character lengths only)",
+    )
+    markers: list[str] | None = Field(
+        default=None, description="reasoning markers counted as leaks (default: the built-in list)"
+    )
 
 
 class SafetyConfig(EngineSettings):
@@ -166,11 +234,21 @@ class SafetyConfig(EngineSettings):
 
     path_fields = ("prompts", "out")
 
-    models: list[ModelSpec] = Field(min_length=1)
-    prompts: str | None = None  # default: the bundled resources/safety_prompts.jsonl
-    template: str = "qwen3_nothink"
-    enable_thinking: bool = False
-    allow_template_mismatch: bool = False
+    models: list[ModelSpec] = Field(
+        min_length=1, description="model folder (repeatable; base + adapters via --config)"
+    )
+    prompts: str | None = Field(
+        default=None,
+        description="JSON lines with id, category, language, prompt (default: bundled)",
+    )
+    template: str = Field(default="qwen3_nothink", description="chat template")
+    enable_thinking: bool = Field(
+        default=False, description="render the reasoning (<think>) part of the template"
+    )
+    allow_template_mismatch: bool = Field(
+        default=False,
+        description="evaluate with another template than the adapters were trained with (warns, recorded)",
+    )
     decoding: Decoding = Field(default_factory=Decoding)
-    out: str
-    force: bool = False
+    out: str = Field(description="results folder")
+    force: bool = Field(default=False, description="replace an existing --out")

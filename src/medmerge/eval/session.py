@@ -18,7 +18,7 @@ from medmerge.verify.provenance import check_template
 
 
 def load_adapters(spec: ModelSpec, allow_pickle: bool = False) -> list[Any]:
-    from medmerge.merge import load_adapter
+    from medmerge.lora import load_adapter
 
     return [load_adapter(a.path, allow_pickle) for a in spec.adapters]
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medmerge.checkpoints import Checkpoint
 from medmerge.errors import ConfigError
 from medmerge.eval.backends import (
     Generation,
@@ -30,11 +31,9 @@ from medmerge.eval.backends import (
 )
 from medmerge.eval.config import EngineSettings, ModelSpec
 from medmerge.loading import check_model_folder, load_tokenizer
+from medmerge.lora import Adapter, WeightPlan, get_method
+from medmerge.lora.fit import check_base_config, check_identity, check_shapes
 from medmerge.merge.adapter_export import export_adapter
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.checkpoint import Checkpoint
-from medmerge.merge.delta import WeightPlan
-from medmerge.merge.preflight import check_base_config, check_identity, check_shapes
 
 # The values vLLM's LoRAConfig accepts for max_lora_rank (vllm/config/lora.py, MaxLoRARanks).
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -78,7 +77,7 @@ def vllm_max_lora_rank(rank: int) -> int:
 
 def check_servable(adapters: Sequence[Adapter], method: str) -> None:
     """Refuse what one LoRA adapter served by vLLM cannot carry exactly."""
-    if method != "linear":
+    if not get_method(method).low_rank_exact:
         raise ConfigError(
             f"backend 'vllm' serves the merge as one LoRA adapter, exact for method linear "
             f"only, not {method}; " + _FULL_CHECKPOINT

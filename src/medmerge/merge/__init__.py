@@ -1,21 +1,10 @@
-"""The weighted merge W' = W + sum_i w_i * s_i * B_i @ A_i, streamed shard by shard."""
+"""The merge stage: check the inputs, stream the merged checkpoint and/or adapter, verify, record.
 
-from medmerge.merge.adapters import Adapter, LoraFactors, load_adapter
+The LoRA math it runs lives in medmerge.lora; checkpoint reading and writing in
+medmerge.checkpoints.
+"""
+
 from medmerge.merge.config import MergeConfig
-from medmerge.merge.delta import WeightPlan, apply_merged_delta, intended_delta, restore_weights
-from medmerge.merge.methods import METHODS, get_method
 from medmerge.merge.run import run_merge
 
-__all__ = [
-    "METHODS",
-    "Adapter",
-    "LoraFactors",
-    "MergeConfig",
-    "WeightPlan",
-    "apply_merged_delta",
-    "get_method",
-    "intended_delta",
-    "load_adapter",
-    "restore_weights",
-    "run_merge",
-]
+__all__ = ["MergeConfig", "run_merge"]

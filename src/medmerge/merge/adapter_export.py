@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.checkpoint import Checkpoint
-from medmerge.merge.delta import WeightPlan, adapter_deltas
+from medmerge.checkpoints import Checkpoint
+from medmerge.lora import Adapter, WeightPlan, adapter_deltas, stacked_factors
 
 _PREFIX = "base_model.model."
 
@@ -28,17 +27,6 @@ class ModuleFactors:
     B: torch.Tensor  # (out, r) in fp64, scale folded in
     embedding: bool
     bias: torch.Tensor | None = None
-
-
-def stacked_factors(name: str, adapters: Sequence[Adapter], plan: WeightPlan) -> ModuleFactors:
-    """Concatenate the factors of every adapter touching `name`, weight and scale folded into B."""
-    weights = plan.for_tensor(name)
-    parts = [(weights[i], a.factors[name]) for i, a in enumerate(adapters) if name in a.factors]
-    A = torch.cat([f.A.double() for _, f in parts])
-    B = torch.cat([f.B.double() * (w * f.scale) for w, f in parts], dim=1)
-    biases = [f.bias.double() * (w * f.scale) for w, f in parts if f.bias is not None]
-    bias = torch.stack(biases).sum(0) if biases else None
-    return ModuleFactors(A, B, embedding=parts[0][1].embedding, bias=bias)
 
 
 def recompress(factors: ModuleFactors, rank: int | str) -> tuple[ModuleFactors, float]:
@@ -76,7 +64,8 @@ def export_adapter(
     dropped: dict[str, float] = {}
     names = sorted(set().union(*(a.factors for a in adapters)))
     for name in names:
-        modules[name] = stacked_factors(name, adapters, plan)
+        stacked = stacked_factors(name, adapters, plan)
+        modules[name] = ModuleFactors(stacked.A, stacked.B, stacked.embedding, stacked.bias)
         if rank is not None:
             modules[name], dropped[name] = recompress(modules[name], rank)
     targets = {name[: -len(".weight")].rsplit(".", 1)[-1] for name in names}

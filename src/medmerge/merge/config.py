@@ -7,13 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medmerge.config import StageConfig
-
-
-class AdapterWeight(StageConfig):
-    """One adapter folder and the weight its delta enters the merge with."""
-
-    path: str
-    weight: float
+from medmerge.lora.spec import AdapterWeight
 
 
 class LayerRange(StageConfig):
@@ -29,25 +23,40 @@ class MergeConfig(StageConfig):
 
     path_fields = ("base", "adapters", "out")
 
-    base: str
-    adapters: list[AdapterWeight] = Field(min_length=1)
-    out: str
-    method: str = "linear"
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    export: Literal["full", "adapter", "both"] = "full"
+    base: str = Field(description="base model folder")
+    adapters: list[AdapterWeight] = Field(
+        min_length=1, description="an adapter folder and its merge weight (repeatable)"
+    )
+    out: str = Field(description="output folder")
+    method: str = Field(default="linear", description="merge method")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="dtype of the merged weights (auto: the base's)"
+    )
+    export: Literal["full", "adapter", "both"] = Field(
+        default="full", description="full checkpoint, merged LoRA adapter, or both"
+    )
     # Merged-adapter export: None keeps rank sum(r_i); "auto" recompresses exactly to the
     # delta's true rank; an int truncates to that rank and reports the dropped energy.
-    adapter_rank: int | Literal["auto"] | None = None
-    density: float | None = Field(default=None, gt=0, le=1)  # ties / dare / magnitude_prune
-    seed: int = 0  # dare's random drop mask
-    # Per-module-group weights, e.g. {"attention": [0.5, 0.5], "mlp": [0.2, 0.8]}; groups are
-    # "attention" (q/k/v/o projections) and "mlp" (gate/up/down), one weight per adapter.
+    adapter_rank: int | Literal["auto"] | None = Field(
+        default=None,
+        description="merged adapter rank: auto (the delta's exact rank), an integer (truncated), unset keeps sum of ranks",
+    )
+    density: float | None = Field(
+        default=None, gt=0, le=1, description="kept fraction for ties/dare/magnitude_prune"
+    )
+    seed: int = Field(default=0, description="seed of dare's random drop mask")
+    # Per-module-group weights, e.g. {"attention": [0.5, 0.5], "mlp": [0.2, 0.8]}, one weight
+    # per adapter; which modules form each group is the base's architecture's (architectures.py).
     group_weights: dict[Literal["attention", "mlp"], list[float]] = Field(default_factory=dict)
     layer_ranges: list[LayerRange] = Field(default_factory=list)
-    max_shard_size: str = "2GB"
-    verify: bool = True
-    force: bool = False
-    allow_pickle: bool = False
+    max_shard_size: str = Field(
+        default="2GB", description="largest safetensors shard written, e.g. 2GB"
+    )
+    verify: bool = Field(default=True, description="verify the merged checkpoint at the end")
+    force: bool = Field(default=False, description="replace an existing --out")
+    allow_pickle: bool = Field(
+        default=False, description="allow .bin/.pt checkpoints (pickles can run code)"
+    )
 
     @field_validator("adapter_rank")
     @classmethod

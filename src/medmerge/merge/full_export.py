@@ -16,24 +16,22 @@ from pathlib import Path
 
 import torch
 
-from medmerge.errors import MergeError
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.buffers import Scratch
-from medmerge.merge.checkpoint import (
+from medmerge.checkpoints import (
     DTYPE_NAMES,
     INDEX_NAME,
     Checkpoint,
     OutputSpec,
     Payload,
+    Scratch,
     parse_size,
     plan_shards,
-    read_tensor,
+    read_ahead,
     shard_names,
     write_index,
     write_shard,
 )
-from medmerge.merge.delta import WeightPlan, all_finite, all_touched, merged_weight
-from medmerge.merge.methods import MethodParams
+from medmerge.errors import MergeError
+from medmerge.lora import Adapter, MergeSpec, all_finite, all_touched, merged_weight
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 _SKIP_FILES = {INDEX_NAME, "pytorch_model.bin.index.json", "medmerge_manifest.json"}
@@ -46,9 +44,7 @@ class MergeJob:
 
     base: Checkpoint
     adapters: Sequence[Adapter]
-    plan: WeightPlan
-    method: str
-    params: MethodParams
+    spec: MergeSpec
     out_dtype: torch.dtype
     max_shard_size: str | int
 
@@ -101,30 +97,11 @@ def _payloads(
             yield job.base.read(spec.name).to(job.out_dtype)
 
 
-def read_ahead(
-    checkpoint: Checkpoint, names: list[str], scratch: Scratch, reader: ThreadPoolExecutor
-) -> Iterator[torch.Tensor]:
-    """The tensors `names` in order, each read while the caller works on the one before.
-
-    Two reused buffers alternate: a tensor stays valid until the next one after it is asked for.
-    """
-
-    def read(index: int) -> torch.Tensor:
-        entry = checkpoint.entries[names[index]]
-        into = scratch.work(f"read-{id(checkpoint)}-{index % 2}", (entry.nbytes,), torch.uint8)
-        return read_tensor(entry, into)
-
-    pending = reader.submit(read, 0) if names else None
-    for index in range(len(names)):
-        current = pending.result()
-        pending = reader.submit(read, index + 1) if index + 1 < len(names) else None
-        yield current
-
-
 def _merged(job: MergeJob, name: str, base: torch.Tensor, scratch: Scratch) -> torch.Tensor:
     _check_base_copies(job.adapters, name, base)
+    spec = job.spec
     merged = merged_weight(
-        name, job.adapters, job.plan, base, job.out_dtype, job.method, job.params, scratch
+        name, job.adapters, spec.plan, base, job.out_dtype, spec.method, spec.params, scratch
     )
     if not all_finite(merged):
         scratch.release(merged)

@@ -10,7 +10,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from medmerge.architectures import architecture_of
 from medmerge.artifacts import check_output_free, guard_inputs, staged_output
+from medmerge.checkpoints import DTYPE_NAMES, Checkpoint
+from medmerge.errors import MergeError
+from medmerge.lora import MergeSpec, check_shapes, get_method
+from medmerge.lora.fit import check_identity, has_recorded_base
+from medmerge.lora.methods import methods_with
 from medmerge.manifest import (
     MANIFEST_NAME,
     model_identity,
@@ -18,43 +24,28 @@ from medmerge.manifest import (
     write_manifest,
 )
 from medmerge.merge.adapter_export import export_adapter
-from medmerge.merge.adapters import load_adapter
-from medmerge.merge.checkpoint import DTYPE_NAMES, Checkpoint
 from medmerge.merge.config import MergeConfig
-from medmerge.merge.delta import WeightPlan
 from medmerge.merge.full_export import MergeJob, export_full, resolve_dtype
-from medmerge.merge.methods import MethodParams, get_method
-from medmerge.merge.preflight import check_identity, check_shapes, check_weights, has_recorded_base
 from medmerge.sidefiles import side_file_digests
 
 MERGED_ADAPTER_DIR = "merged_adapter"
 
 
-def weight_plan(cfg: MergeConfig) -> WeightPlan:
-    """The per-tensor weights a merge config asks for."""
-    return WeightPlan(
-        weights=tuple(a.weight for a in cfg.adapters),
-        group_weights={group: tuple(w) for group, w in cfg.group_weights.items()},
-        layer_ranges=tuple((r.first, r.last, tuple(r.weights)) for r in cfg.layer_ranges),
-    )
-
-
 def run_merge(cfg: MergeConfig) -> int:
     """Merge; return 0 on success, 1 when the merged result fails verification."""
-    get_method(cfg.method)
-    check_weights(cfg)
+    spec = MergeSpec.from_config(cfg)
+    _check_export(cfg)
     inputs = [cfg.base, *(a.path for a in cfg.adapters)]
     check_output_free(cfg.out, cfg.force)
     guard_inputs(cfg.out, inputs)
     base = Checkpoint(cfg.base)
-    adapters = [load_adapter(a.path, cfg.allow_pickle) for a in cfg.adapters]
-    check_shapes(adapters, base)
+    spec = spec.on(architecture_of(base.config))
+    adapters = spec.load(cfg.allow_pickle)
+    check_shapes(adapters, base, spec.plan)
     job = MergeJob(
         base=base,
         adapters=adapters,
-        plan=weight_plan(cfg),
-        method=cfg.method,
-        params=MethodParams(density=cfg.density or 1.0, seed=cfg.seed),
+        spec=spec,
         out_dtype=resolve_dtype(cfg.dtype, base),
         max_shard_size=cfg.max_shard_size,
     )
@@ -66,11 +57,21 @@ def run_merge(cfg: MergeConfig) -> int:
             check_identity(adapters, identity.result())
         with staged_output(cfg.out, cfg.force, inputs=inputs) as staging:
             outputs = _export(job, cfg, staging)
-            verified = _verify(cfg, staging) if cfg.verify else None
+            verified = _verify(cfg, job, staging) if cfg.verify else None
             payload = _manifest_payload(cfg, job, adapters, identity.result(), outputs, verified)
             write_manifest(staging, "merge", payload)
     _summarise(cfg, job, verified)
     return 1 if verified is False else 0
+
+
+def _check_export(cfg: MergeConfig) -> None:
+    """A merged adapter carries the merge exactly only for a low-rank-exact method."""
+    if cfg.export != "full" and not get_method(cfg.method).low_rank_exact:
+        exact = ", ".join(methods_with(low_rank_exact=True))
+        raise MergeError(
+            f"a merged adapter is exact only for method {exact}, not {cfg.method}; use "
+            "--export full; fix the merge config"
+        )
 
 
 def _export(job: MergeJob, cfg: MergeConfig, staging: Path) -> dict[str, object]:
@@ -81,7 +82,7 @@ def _export(job: MergeJob, cfg: MergeConfig, staging: Path) -> dict[str, object]
     if cfg.export in ("adapter", "both"):
         folder = staging if cfg.export == "adapter" else staging / MERGED_ADAPTER_DIR
         folder.mkdir(exist_ok=True)
-        report = export_adapter(job.adapters, job.plan, job.base, folder, cfg.adapter_rank)
+        report = export_adapter(job.adapters, job.spec.plan, job.base, folder, cfg.adapter_rank)
         report.pop("dropped_energy")
         outputs["adapter"] = {"folder": folder.name if folder != staging else ".", **report}
     return outputs
@@ -94,13 +95,13 @@ def _progress(total: int):
     return bar.update
 
 
-def _verify(cfg: MergeConfig, staging: Path) -> bool | None:
+def _verify(cfg: MergeConfig, job: MergeJob, staging: Path) -> bool | None:
     """Verify the staged output against the base and adapters (full exports only)."""
     if cfg.export == "adapter":
         return None
     from medmerge.verify.run import verify_merge_output
 
-    return verify_merge_output(cfg, staging)
+    return verify_merge_output(job.spec, cfg.base, staging, cfg.out)
 
 
 def _manifest_payload(cfg, job, adapters, identity, outputs, verified) -> dict[str, object]:

@@ -15,13 +15,18 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from medmerge.artifacts import staged_output
+from medmerge.checkpoints import Checkpoint
 from medmerge.config import StageConfig
 from medmerge.eval.backends import HFBackend
 from medmerge.eval.config import ModelSpec
+from medmerge.lora import (
+    WeightPlan,
+    apply_merged_delta,
+    check_shapes,
+    load_adapter,
+    restore_weights,
+)
 from medmerge.manifest import write_manifest
-from medmerge.merge import WeightPlan, apply_merged_delta, load_adapter, restore_weights
-from medmerge.merge.checkpoint import Checkpoint
-from medmerge.merge.preflight import check_shapes
 from medmerge.progress import progress_bar
 from medmerge.report.plots import plot_heatmap, plot_layer_ablation
 from medmerge.sweep.config import DecodingChoice, GenSuite, SweepAdapter, TemplateChoice
@@ -51,14 +56,14 @@ class DiagnoseConfig(StageConfig):
 
     path_fields = ("base", "adapters", "out")
 
-    base: str
+    base: str = Field(description="base model folder")
     adapters: list[SweepAdapter] = Field(min_length=2, max_length=2)
     ablation: Ablation | None = None
-    device: str = "cpu"
-    batch_size: int = Field(default=16, ge=1)
-    out: str
-    force: bool = False
-    progress: bool = True
+    device: str = Field(default="cpu", description="cpu, cuda, cuda:1")
+    batch_size: int = Field(default=16, ge=1, description="prompts per batch in the ablation")
+    out: str = Field(description="diagnostics folder")
+    force: bool = Field(default=False, description="replace an existing --out")
+    progress: bool = Field(default=True, description="show a progress bar")
 
     @model_validator(mode="after")
     def _two_weights(self) -> DiagnoseConfig:

@@ -9,16 +9,13 @@ subspaces, 1: one contains the other) and the largest.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.delta import adapter_deltas
-
-_LAYER = re.compile(r"\.layers\.(\d+)\.(.+)\.weight$")
+from medmerge.architectures import GENERIC, Architecture
+from medmerge.lora import Adapter, adapter_deltas
 
 
 def column_basis(delta: torch.Tensor, rtol: float = 1e-8) -> torch.Tensor:
@@ -37,16 +34,20 @@ def principal_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def tensor_interference(
-    name: str, base: torch.Tensor, first: torch.Tensor, second: torch.Tensor
+    name: str,
+    base: torch.Tensor,
+    first: torch.Tensor,
+    second: torch.Tensor,
+    architecture: Architecture = GENERIC,
 ) -> dict[str, Any]:
     w = float(base.double().norm())
     na, nb = float(first.norm()), float(second.norm())
     cosines = principal_cosines(first, second)
-    match = _LAYER.search(name)
+    found = architecture.split(name)
     return {
         "tensor": name,
-        "layer": int(match.group(1)) if match else None,
-        "module": match.group(2) if match else name,
+        "layer": found[0] if found else None,
+        "module": found[1].removesuffix(".weight") if found else name,
         "norm_first": na,
         "norm_second": nb,
         "rel_first": na / w if w else None,
@@ -58,16 +59,21 @@ def tensor_interference(
 
 
 def interference_table(
-    model_state: dict[str, torch.Tensor], adapters: Sequence[Adapter]
+    model_state: dict[str, torch.Tensor],
+    adapters: Sequence[Adapter],
+    architecture: Architecture = GENERIC,
 ) -> list[dict[str, Any]]:
-    """One row per base tensor both adapters change, in layer then module order."""
+    """One row per base tensor both adapters change, in layer then module order; layers are
+    found the way `architecture` names them (the generic fallback knows layers.N and h.N)."""
     if len(adapters) != 2:
         raise ValueError("interference compares exactly two adapters (PT and SFT)")
     rows = []
     for name in sorted(adapters[0].touched() & adapters[1].touched()):
         found = dict(adapter_deltas(name, adapters, model_state.get(name)))
         if 0 in found and 1 in found and found[0].dim() == 2:
-            rows.append(tensor_interference(name, model_state[name], found[0], found[1]))
+            rows.append(
+                tensor_interference(name, model_state[name], found[0], found[1], architecture)
+            )
     return sorted(rows, key=lambda r: (r["layer"] if r["layer"] is not None else -1, r["module"]))
 
 

@@ -30,11 +30,19 @@ from medmerge.artifacts import (
     output_lock,
     staged_output,
 )
+from medmerge.checkpoints import Checkpoint
 from medmerge.errors import MedmergeError
 from medmerge.eval.backends import Backend, HFBackend
 from medmerge.eval.config import ModelSpec
 from medmerge.eval.session import template_check
 from medmerge.eval.vllm_backend import VLLMBackend
+from medmerge.lora import (
+    WeightPlan,
+    apply_merged_delta,
+    check_shapes,
+    load_adapter,
+    restore_weights,
+)
 from medmerge.manifest import (
     MANIFEST_NAME,
     model_identity,
@@ -42,9 +50,6 @@ from medmerge.manifest import (
     sha256_json,
     write_manifest,
 )
-from medmerge.merge import WeightPlan, apply_merged_delta, load_adapter, restore_weights
-from medmerge.merge.checkpoint import Checkpoint
-from medmerge.merge.preflight import check_shapes
 from medmerge.progress import progress_bar
 from medmerge.sweep.config import SweepConfig
 from medmerge.sweep.evaluate import (

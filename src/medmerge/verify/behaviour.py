@@ -10,9 +10,7 @@ import torch
 
 from medmerge.errors import ModelError
 from medmerge.loading import load_causal_lm
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.delta import WeightPlan, all_touched, apply_merged_delta
-from medmerge.merge.methods import MethodParams
+from medmerge.lora import Adapter, MethodParams, WeightPlan, all_touched, apply_merged_delta
 
 PROBE_LENGTH = 16
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medmerge.lora import Adapter
+from medmerge.lora.fit import recorded_base_mismatch
 from medmerge.manifest import MANIFEST_NAME, file_matches, sha256_file
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.preflight import recorded_base_mismatch
 from medmerge.sidefiles import side_file_digests
 
 

@@ -12,16 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medmerge.architectures import architecture_of
 from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock, refuse_if_locked
+from medmerge.checkpoints import Checkpoint, Scratch, read_ahead
 from medmerge.errors import ConfigError
+from medmerge.lora import (
+    Adapter,
+    MergeSpec,
+    MethodParams,
+    WeightPlan,
+    all_finite,
+    check_fits,
+    get_method,
+)
 from medmerge.manifest import model_identity, read_manifest
-from medmerge.merge.adapters import Adapter, load_adapter
-from medmerge.merge.buffers import Scratch
-from medmerge.merge.checkpoint import Checkpoint
-from medmerge.merge.config import AdapterWeight, MergeConfig
-from medmerge.merge.delta import WeightPlan, all_finite
-from medmerge.merge.full_export import read_ahead
-from medmerge.merge.methods import MethodParams, get_method
 from medmerge.verify import provenance
 from medmerge.verify.config import VerifyConfig
 from medmerge.verify.recovery import Recovery, solve
@@ -78,34 +82,37 @@ def _check_report_path(cfg: VerifyConfig, path: Path) -> None:
         )
 
 
-def verify_merge_output(cfg: MergeConfig, staging: Path) -> bool:
+def verify_merge_output(spec: MergeSpec, base: str, staging: Path, out: str) -> bool:
     """The check `medmerge merge` runs on its staged output (tensors and provenance, no logits)."""
     verify_cfg = VerifyConfig(
-        base=cfg.base,
+        base=base,
         merged=str(staging),
-        adapters=[a.model_dump() for a in cfg.adapters],
-        method=cfg.method,
+        adapters=[a.model_dump() for a in spec.adapters],
+        method=spec.method,
         logits=False,
         report=str(staging / "verify.json"),
     )
-    report = verify(verify_cfg, merge_cfg=cfg)
-    report["merged"] = str(cfg.out)  # the folder it will be once renamed into place
+    report = verify(verify_cfg, merge_spec=spec)
+    report["merged"] = str(out)  # the folder it will be once renamed into place
     atomic_write_json(staging / "verify.json", report)
-    print_summary(report, Path(cfg.out) / "verify.json")
+    print_summary(report, Path(out) / "verify.json")
     return bool(report["ok"])
 
 
-def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str, Any]:
-    """Run every check; return the verify.json record."""
+def verify(cfg: VerifyConfig, merge_spec: MergeSpec | None = None) -> dict[str, Any]:
+    """Run every check; return the verify.json record. `merge_spec` is given by `medmerge
+    merge` verifying its own staged output (which has no manifest yet)."""
     merged_dir = Path(cfg.merged)
     manifest = read_manifest(merged_dir)
-    specs, plan, method, params = _intended(cfg, manifest, merge_cfg)
     base, merged = Checkpoint(cfg.base), Checkpoint(merged_dir)
-    adapters = [load_adapter(s.path, cfg.allow_pickle) for s in specs]
+    spec = (merge_spec or _intended(cfg, manifest)).on(architecture_of(base.config))
+    specs, plan, method, params = spec.adapters, spec.plan, spec.method, spec.params
+    adapters = spec.load(cfg.allow_pickle)
+    check_fits(adapters, base.shapes(), plan)
     with ThreadPoolExecutor(max_workers=2) as pool:
         identity = pool.submit(model_identity, cfg.base)
         own_files = pool.submit(
-            provenance.check_own_files, merged_dir, manifest if merge_cfg is None else None
+            provenance.check_own_files, merged_dir, manifest if merge_spec is None else None
         )
         failures = structure_problems(base, merged)
         fit = FitSums.empty(len(adapters))
@@ -116,7 +123,7 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
         failures += provenance.check_recorded_bases(adapters, identity.result())
         failures += own_files.result()
     warnings = []
-    if merge_cfg is None:
+    if merge_spec is None:
         failures += provenance.check_adapter_hashes(adapters, manifest)
         failures += provenance.check_adapter_manifests(adapters, manifest)
         failures += provenance.check_side_files(merged_dir, manifest)
@@ -129,8 +136,8 @@ def verify(cfg: VerifyConfig, merge_cfg: MergeConfig | None = None) -> dict[str,
         recovery = Recovery([float("nan")] * len(adapters), float("nan"), float("nan"))
     else:
         recovery = solve(fit)
-    linear = method == "linear" and not plan.group_weights and not plan.layer_ranges
-    if linear and not not_finite:
+    # Weights are recoverable when the merged delta is sum_i w_i d_i with one w_i per adapter.
+    if get_method(method).low_rank_exact and plan.is_global and not not_finite:
         failures += diagnose_weights(recovery, plan.weights, labels)
     behaviour = None
     if cfg.logits:
@@ -197,31 +204,12 @@ def _fields(intended: Intended):
     return intended.adapters, intended.plan, intended.method, intended.params
 
 
-def _intended(cfg: VerifyConfig, manifest: dict | None, merge_cfg: MergeConfig | None):
-    """Adapters, weights and method: from the flags, else from the merged folder's manifest."""
-    if merge_cfg is not None:
-        from medmerge.merge.run import weight_plan
-
-        plan = weight_plan(merge_cfg)
-        params = MethodParams(density=merge_cfg.density or 1.0, seed=merge_cfg.seed)
-        return merge_cfg.adapters, plan, merge_cfg.method, params
-    recorded = manifest or {}
-    specs = cfg.adapters or [
-        AdapterWeight(path=a["path"], weight=a["weight"]) for a in recorded.get("adapters", [])
-    ]
-    if not specs:
-        raise ConfigError(
-            f"{cfg.merged}: no merge manifest names the adapters; pass --adapter PATH=WEIGHT for each"
-        )
-    method = cfg.method or recorded.get("method") or "linear"
-    get_method(method)
-    plan = WeightPlan(tuple(s.weight for s in specs))
-    if not cfg.adapters and recorded.get("config"):
-        from medmerge.merge.run import weight_plan
-
-        plan = weight_plan(MergeConfig(**recorded["config"]))
-    params = MethodParams(density=recorded.get("density") or 1.0, seed=recorded.get("seed") or 0)
-    return specs, plan, method, params
+def _intended(cfg: VerifyConfig, manifest: dict | None) -> MergeSpec:
+    """The merge to check against: the merged folder's recorded merge, with the adapters and
+    method given on the flags in place of the recorded ones."""
+    return MergeSpec.from_manifest(
+        manifest or {}, cfg.merged, adapters=cfg.adapters or None, method=cfg.method
+    )
 
 
 def _record(cfg, specs, recovery, results, failures, behaviour, method) -> dict[str, Any]:

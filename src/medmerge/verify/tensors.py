@@ -7,19 +7,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.buffers import Scratch
-from medmerge.merge.checkpoint import Checkpoint
-from medmerge.merge.delta import (
+from medmerge.checkpoints import Checkpoint, Scratch
+from medmerge.lora import (
+    Adapter,
+    MethodParams,
+    StackedFactors,
     WeightPlan,
     adapter_deltas,
     all_touched,
-    exact_rows,
+    get_method,
     intended_delta,
-    is_lora_only,
-    linear_factors,
+    stacked_factors,
 )
-from medmerge.merge.methods import MethodParams
+from medmerge.lora.delta import exact_rows, is_lora_only
 
 ERASED_BELOW = 0.5  # retention under which the output dtype has erased the delta
 
@@ -88,7 +88,7 @@ def check_touched(
     scratch: Scratch | None = None,
 ) -> TensorResult:
     """W' against round(W + intended delta), the effective delta, its retention, its weights."""
-    if method == "linear" and is_lora_only(name, adapters):
+    if get_method(method).recompute == "factors" and is_lora_only(name, adapters):
         return _check_lora(name, base, merged, adapters, plan, fit, scratch or Scratch())
     w = base.double()
     deltas = adapter_deltas(name, adapters, base)
@@ -126,8 +126,8 @@ def _check_lora(
     B_i^T r is summed over blocks of rows small enough that every pass over a block stays
     in cache (the whole tensor in fp64 does not).
     """
-    factors = linear_factors(name, adapters, plan)  # x = W + B @ A (or its transpose)
-    parts = _lora_parts(name, adapters, plan)
+    factors = stacked_factors(name, adapters, plan)  # x = W + B @ A (or its transpose)
+    parts = factors.scaled()
     stacked = torch.cat([Bk for _, _, Bk, _ in parts], dim=1).float()  # rows x sum of ranks
     sums = _residual_sums(base, merged, factors, stacked, scratch)
     gram = torch.zeros(len(parts), len(parts), dtype=torch.float64)
@@ -175,7 +175,7 @@ class _ResidualSums:
 def _residual_sums(
     base: torch.Tensor,
     merged: torch.Tensor,
-    factors: tuple[torch.Tensor, torch.Tensor, bool],
+    factors: StackedFactors,
     stacked: torch.Tensor,
     scratch: Scratch,
 ) -> _ResidualSums:
@@ -183,7 +183,8 @@ def _residual_sums(
     and stacked^T (x - W') (fp32: x - W' is rounding noise or a merge mistake, fp32's relative
     error in it is immaterial)."""
     sums = _ResidualSums(projected=torch.zeros(stacked.shape[1], base.shape[1]))
-    for rows, x in exact_rows(base, *factors, scratch, "verify-exact"):
+    exact = exact_rows(base, factors.A, factors.B, factors.transpose, scratch, "verify-exact")
+    for rows, x in exact:
         shape = tuple(x.shape)
         reference = scratch.work("verify-rounded", shape, merged.dtype).copy_(x)
         got = merged[rows]
@@ -204,22 +205,6 @@ def _residual_sums(
         residual32 = scratch.work("verify-residual32", shape, torch.float32).copy_(difference)
         sums.projected.addmm_(stacked[rows].T, residual32)
     return sums
-
-
-def _lora_parts(name: str, adapters: Sequence[Adapter], plan: WeightPlan):
-    """(adapter index, weight, s_i * B_i in fp64, A_i in fp64) for each adapter touching `name`,
-    with B and A swapped when the tensor is stored transposed (then d_i = (s_i B_i A_i)^T)."""
-    weights = plan.for_tensor(name)
-    parts = []
-    for i, adapter in enumerate(adapters):
-        factors = adapter.factors.get(name)
-        if factors is None:
-            continue
-        B, A = factors.B.double() * factors.scale, factors.A.double()
-        if factors.transpose:
-            B, A = A.T, B.T
-        parts.append((i, weights[i], B, A))
-    return parts
 
 
 def _tensor_fit(

@@ -1,8 +1,8 @@
-"""Lazy, tensor-at-a-time safetensors reading and writing, so memory follows one tensor.
+"""Lazy, tensor-at-a-time safetensors reading, so memory follows one tensor.
 
 The safetensors format is an 8-byte header length, a JSON header of names, dtypes, shapes
-and byte ranges, then the raw bytes. Reading a tensor reads its byte range only; writing
-lays out the header first (the plan is known from the base) and then streams each tensor.
+and byte ranges, then the raw bytes. Reading a tensor reads its byte range only, checked
+against the file before any byte is used.
 """
 
 from __future__ import annotations
@@ -10,26 +10,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import struct
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import torch
 
+from medmerge.checkpoints.buffers import Scratch
 from medmerge.errors import ModelError
-from medmerge.manifest import (
-    read_json_object,
-    read_model_config,
-    weights_digest_of,
-    weights_hasher,
-)
+from medmerge.manifest import read_json_object, read_model_config
 
 INDEX_NAME = "model.safetensors.index.json"
 MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
-_COPY_CHUNK = 1 << 24
 DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
@@ -202,7 +196,7 @@ class Checkpoint:
             raise ModelError(
                 f"{self.folder}: not a model folder (no config.json); pass a Hugging Face model directory"
             )
-        read_model_config(self.folder)
+        self.config = read_model_config(self.folder)
         index = self.folder / INDEX_NAME
         if index.is_file():
             files = [self.folder / name for name in _indexed_shards(index)]
@@ -226,6 +220,10 @@ class Checkpoint:
     def read(self, name: str) -> torch.Tensor:
         return read_tensor(self.entries[name])
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's name and shape, as `lora.check_fits` takes them."""
+        return {name: entry.shape for name, entry in self.entries.items()}
+
     def stored_float_dtype(self) -> torch.dtype:
         """The dtype most of the floating-point bytes are stored in."""
         sizes: dict[torch.dtype, int] = {}
@@ -235,170 +233,21 @@ class Checkpoint:
         return max(sizes, key=sizes.get) if sizes else torch.float32
 
 
-@dataclass(frozen=True)
-class OutputSpec:
-    """One tensor to be written: name, stored dtype name, shape."""
+def read_ahead(
+    checkpoint: Checkpoint, names: list[str], scratch: Scratch, reader: ThreadPoolExecutor
+) -> Iterator[torch.Tensor]:
+    """The tensors `names` in order, each read while the caller works on the one before.
 
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        count = 1
-        for size in self.shape:
-            count *= size
-        return count * DTYPES[self.dtype].itemsize
-
-
-def plan_shards(specs: Iterable[OutputSpec], max_bytes: int) -> list[list[OutputSpec]]:
-    """Group tensors, in order, into shards of at most `max_bytes` (a bigger tensor stands alone)."""
-    shards: list[list[OutputSpec]] = [[]]
-    size = 0
-    for spec in specs:
-        if shards[-1] and size + spec.nbytes > max_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(spec)
-        size += spec.nbytes
-    return shards
-
-
-def shard_names(count: int) -> list[str]:
-    if count == 1:
-        return ["model.safetensors"]
-    return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
-
-
-Payload = torch.Tensor | TensorEntry
-
-
-def write_shard(
-    file: Path,
-    specs: list[OutputSpec],
-    payloads: Iterable[Payload],
-    written: Callable[[torch.Tensor], None] | None = None,
-) -> str:
-    """Write one safetensors file tensor by tensor; returns the file's digest (manifest.py).
-
-    Hashing and writing run in a thread while the caller computes the next payload;
-    `written(tensor)` is called (in that thread) once a tensor payload is on disk.
+    Two reused buffers alternate: a tensor stays valid until the next one after it is asked for.
     """
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for spec in specs:
-        header[spec.name] = {
-            "dtype": spec.dtype,
-            "shape": list(spec.shape),
-            "data_offsets": [offset, offset + spec.nbytes],
-        }
-        offset += spec.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with open(file, "wb") as handle:
-        writer = _ShardWriter(handle, written)
-        try:
-            writer.put(None, struct.pack("<Q", len(text)) + text)
-            for spec, payload in zip(specs, payloads, strict=True):
-                writer.put(spec, payload)
-        finally:
-            writer.close()
-    return weights_digest_of(writer.digest)
 
+    def read(index: int) -> torch.Tensor:
+        entry = checkpoint.entries[names[index]]
+        into = scratch.work(f"read-{id(checkpoint)}-{index % 2}", (entry.nbytes,), torch.uint8)
+        return read_tensor(entry, into)
 
-class _ShardWriter:
-    """A thread that hashes and writes queued payloads in order (both release the GIL)."""
-
-    def __init__(self, handle, written: Callable[[torch.Tensor], None] | None):
-        self.handle, self.written = handle, written
-        self.digest = weights_hasher()
-        self.errors: list[BaseException] = []
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
-        self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
-
-    def put(self, spec: OutputSpec | None, payload: Payload | bytes) -> None:
-        if self.errors:
-            raise self.errors[0]
-        self.queue.put((spec, payload))
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        if self.errors:
-            raise self.errors[0]
-
-    def _drain(self) -> None:
-        copy_buffer = bytearray()
-        for spec, payload in iter(self.queue.get, None):
-            try:
-                if not self.errors:
-                    count = self._write_payload(payload, copy_buffer)
-                    if spec is not None and count != spec.nbytes:
-                        raise RuntimeError(
-                            f"{spec.name}: wrote {count} bytes, planned {spec.nbytes}"
-                        )
-            except BaseException as exc:  # re-raised in the caller's thread
-                self.errors.append(exc)
-            if isinstance(payload, torch.Tensor) and self.written is not None:
-                self.written(payload)
-
-    def _write(self, data) -> int:
-        self.digest.update(data)
-        self.handle.write(data)
-        return len(data)
-
-    def _write_payload(self, payload: Payload | bytes, copy_buffer: bytearray) -> int:
-        if isinstance(payload, bytes):
-            return self._write(payload)
-        if isinstance(payload, TensorEntry):
-            return self._copy_range(payload, copy_buffer)
-        if payload.numel() == 0:
-            return 0
-        return self._write(payload.contiguous().reshape(-1).view(torch.uint8).numpy())
-
-    def _copy_range(self, entry: TensorEntry, copy_buffer: bytearray) -> int:
-        if len(copy_buffer) < _COPY_CHUNK:
-            copy_buffer.extend(bytes(_COPY_CHUNK - len(copy_buffer)))
-        view, written = memoryview(copy_buffer), 0
-        with open(entry.file, "rb") as source:
-            source.seek(entry.start)
-            while written < entry.nbytes:
-                got = source.readinto(view[: min(_COPY_CHUNK, entry.nbytes - written)])
-                if not got:
-                    break
-                written += self._write(view[:got])
-        return written
-
-
-def write_index(folder: Path, shards: list[list[OutputSpec]], names: list[str]) -> None:
-    """The index mapping each tensor to its shard (only for more than one shard)."""
-    if len(shards) == 1:
-        return
-    weight_map = {
-        spec.name: name for shard, name in zip(shards, names, strict=True) for spec in shard
-    }
-    total = sum(spec.nbytes for shard in shards for spec in shard)
-    with open(folder / INDEX_NAME, "w", encoding="utf-8") as handle:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, handle, indent=2)
-        handle.write("\n")
-
-
-def parse_size(text: str | int) -> int:
-    """'2GB', '500MB', '100KB' or a byte count -> bytes (decimal units, as transformers)."""
-    if isinstance(text, int):
-        return text
-    units = {
-        "KB": 10**3,
-        "MB": 10**6,
-        "GB": 10**9,
-        "TB": 10**12,
-        "KIB": 2**10,
-        "MIB": 2**20,
-        "GIB": 2**30,
-    }
-    upper = text.strip().upper()
-    for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
-        if upper.endswith(unit):
-            return int(float(upper[: -len(unit)]) * factor)
-    return int(upper.rstrip("B"))
+    pending = reader.submit(read, 0) if names else None
+    for index in range(len(names)):
+        current = pending.result()
+        pending = reader.submit(read, index + 1) if index + 1 < len(names) else None
+        yield current

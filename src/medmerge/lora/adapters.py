@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
+from medmerge.checkpoints import refuse_dangling_link
 from medmerge.errors import MergeError, ModelError
+from medmerge.lora.scaling import module_regex, module_scale
 from medmerge.manifest import read_json_object, read_manifest, sha256_file
-from medmerge.merge.checkpoint import refuse_dangling_link
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -211,7 +212,7 @@ def _pattern_problems(key: str, patterns: Any, valid, kind: str) -> list[str]:
         for pattern, value in patterns.items()
         if not valid(value)
     ]
-    return problems + _regex_problems(key, list(patterns), _module_regex)
+    return problems + _regex_problems(key, list(patterns), module_regex)
 
 
 def _regex_problems(key: str, patterns: list[str], wrap) -> list[str]:
@@ -222,11 +223,6 @@ def _regex_problems(key: str, patterns: list[str], wrap) -> list[str]:
         except re.error as exc:
             problems.append(f"{key} pattern {pattern!r} is not a valid regex ({exc})")
     return problems
-
-
-def _module_regex(pattern: str) -> str:
-    """How PEFT matches an alpha_pattern / rank_pattern key against a module name."""
-    return rf"(.*\.)?({pattern})$"
 
 
 def _refuse_variants(folder: Path, config: dict[str, Any]) -> None:
@@ -317,13 +313,3 @@ def _factors(
         bias=parts.get("bias"),
         embedding=embedding,
     )
-
-
-def module_scale(config: dict[str, Any], module: str, rank: int) -> float:
-    """s = alpha / r, or alpha / sqrt(r) for rsLoRA, with alpha from alpha_pattern as PEFT reads it."""
-    alpha = config.get("lora_alpha", 8)
-    for pattern, value in (config.get("alpha_pattern") or {}).items():
-        if re.match(_module_regex(pattern), module):
-            alpha = value
-            break
-    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank

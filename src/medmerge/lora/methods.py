@@ -2,12 +2,16 @@
 
 Every method acts on the dense delta s_i * B_i @ A_i of each adapter, never on A and B
 separately (mixing factors creates cross terms B_i @ A_j that no adapter contains).
+Each registry entry carries what the rest of the code asks of a method: the parameters it
+takes, whether its result is low-rank-exact, and how verify recomputes it. Adding a method
+is a function and one `METHODS` entry here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -24,7 +28,30 @@ class MethodParams:
     )
 
 
-MergeMethod = Callable[[list[torch.Tensor], list[float], MethodParams], torch.Tensor]
+Combine = Callable[[list[torch.Tensor], list[float], MethodParams], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A merge method and the properties merge, verify and the backends read from it.
+
+    `parameters`: the MethodParams fields it uses (any other one set is a config error).
+    `low_rank_exact`: the merged delta is sum_i w_i d_i, so stacked factors carry it exactly
+    (a merged adapter, vLLM serving, the factor path of merge and verify, weight recovery).
+    `recompute`: how verify rebuilds the intended tensor: "factors" (stacked LoRA factors, a
+    block of rows at a time) or "dense" (each adapter's dense delta through `combine`).
+    """
+
+    name: str
+    combine: Combine
+    parameters: tuple[str, ...] = ()
+    low_rank_exact: bool = False
+    recompute: Literal["factors", "dense"] = "dense"
+
+    def __call__(
+        self, deltas: list[torch.Tensor], weights: list[float], params: MethodParams
+    ) -> torch.Tensor:
+        return self.combine(deltas, weights, params)
 
 
 def linear(deltas: list[torch.Tensor], weights: list[float], params: MethodParams) -> torch.Tensor:
@@ -93,16 +120,28 @@ def _sign_elect_disjoint_mean(deltas: list[torch.Tensor], weights: list[float]) 
 
 
 METHODS: dict[str, MergeMethod] = {
-    "linear": linear,
-    "ties": ties,
-    "dare_linear": dare_linear,
-    "dare_ties": dare_ties,
-    "magnitude_prune": magnitude_prune,
+    method.name: method
+    for method in (
+        MergeMethod("linear", linear, low_rank_exact=True, recompute="factors"),
+        MergeMethod("ties", ties, parameters=("density",)),
+        MergeMethod("dare_linear", dare_linear, parameters=("density", "seed")),
+        MergeMethod("dare_ties", dare_ties, parameters=("density", "seed")),
+        MergeMethod("magnitude_prune", magnitude_prune, parameters=("density",)),
+    )
 }
 
 
 def get_method(name: str) -> MergeMethod:
-    """The merge function called `name`; an unknown name is a MergeError with a suggestion."""
+    """The merge method called `name`; an unknown name is a MergeError with a suggestion."""
     if name not in METHODS:
         raise MergeError(unknown_choice("merge method", name, METHODS))
     return METHODS[name]
+
+
+def methods_with(**properties: object) -> list[str]:
+    """Names of the methods whose properties equal `properties`, e.g. low_rank_exact=True."""
+    return [
+        name
+        for name, method in METHODS.items()
+        if all(getattr(method, key) == value for key, value in properties.items())
+    ]

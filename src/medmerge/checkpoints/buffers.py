@@ -1,4 +1,4 @@
-"""Reusable tensor buffers for the streamed merge and verification.
+"""Reusable tensor buffers for streamed checkpoint reading, merging and verification.
 
 A fresh large CPU tensor is backed by newly mapped pages, and touching them for the first
 time (page faults) costs about as much as the arithmetic done on them. The merge handles

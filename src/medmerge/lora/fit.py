@@ -1,4 +1,9 @@
-"""Checks done before any byte is written: right base, every key lands, shapes agree."""
+"""Does a merge fit its base? Right base, every adapter tensor lands on a base tensor of its
+shape, Conv1D layouts agree, every layer range and group weight selects something.
+
+`check_fits` is the one check every entry point runs (merge's preflight, the in-memory merge
+of eval/sweep/diagnose, verify), so a mismatched adapter is refused with the same line.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,14 @@ from typing import Any
 
 import torch
 
+from medmerge.architectures import GENERIC
+from medmerge.checkpoints import Checkpoint
 from medmerge.errors import MergeError, ModelError
 from medmerge.loading import CONFIG_NAME, read_model_config
+from medmerge.lora.adapters import Adapter
+from medmerge.lora.delta import all_touched
+from medmerge.lora.plan import WeightPlan
 from medmerge.manifest import model_identity
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.checkpoint import Checkpoint
-from medmerge.merge.config import MergeConfig
 
 _IDENTITY_KEYS = ("config_sha256", "weights_digest")
 
@@ -44,11 +51,13 @@ def check_identity(adapters: Sequence[Adapter], identity: dict[str, str]) -> Non
             raise MergeError(problem)
 
 
-def check_shapes(adapters: Sequence[Adapter], base: Checkpoint) -> None:
-    """The base's config.json must describe its tensors, and every adapter tensor must land on
-    a base tensor of the matching shape."""
+def check_shapes(
+    adapters: Sequence[Adapter], base: Checkpoint, plan: WeightPlan | None = None
+) -> None:
+    """The base's config.json must describe its tensors, and the adapters (and `plan`) must
+    fit the base's tensors (`check_fits`)."""
     check_base_config(base)
-    check_landing(adapters, {name: entry.shape for name, entry in base.entries.items()})
+    check_fits(adapters, base.shapes(), plan)
 
 
 def check_in_memory_merge(
@@ -58,17 +67,24 @@ def check_in_memory_merge(
     identity: dict[str, str] | None = None,
 ) -> None:
     """What `medmerge merge` checks before writing, for a merge applied to a loaded base model:
-    every adapter tensor lands on a parameter of its shape, and no adapter recorded another base.
+    the adapters fit its parameters (`check_fits`), and no adapter recorded another base.
 
     `identity` is the base's model_identity when the caller has it (it is hashed otherwise).
     """
-    check_landing(adapters, {name: p.shape for name, p in model.named_parameters()})
+    check_fits(adapters, {name: p.shape for name, p in model.named_parameters()})
     if any(has_recorded_base(a) for a in adapters):
         check_identity(adapters, identity or model_identity(base))
 
 
-def check_landing(adapters: Sequence[Adapter], shapes: Mapping[str, Sequence[int]]) -> None:
-    """Every adapter tensor must land on a base tensor (of `shapes`) of the same shape."""
+def check_fits(
+    adapters: Sequence[Adapter],
+    shapes: Mapping[str, Sequence[int]],
+    plan: WeightPlan | None = None,
+) -> None:
+    """Every adapter tensor lands on a tensor of `shapes` of its shape, stored the way the
+    base's architecture stores it (Conv1D transposed), and every layer range or group weight
+    of `plan` selects a tensor the merge changes. A MergeError (one line, exit 2) otherwise."""
+    architecture = plan.architecture if plan is not None else GENERIC
     for adapter in adapters:
         for name, shape in _adapter_shapes(adapter):
             found = shapes.get(name)
@@ -82,6 +98,16 @@ def check_landing(adapters: Sequence[Adapter], shapes: Mapping[str, Sequence[int
                     f"{adapter.path}: delta for {name!r} has shape {tuple(shape)} but the base tensor is "
                     f"{tuple(found)}; the adapter was made for another base model, pass that one"
                 )
+        for name, factors in adapter.factors.items():
+            if architecture.is_conv1d(name) and not factors.transpose:
+                raise MergeError(
+                    f"{adapter.path}: {name!r} is a Conv1D weight stored (in, out) in this "
+                    f"{architecture.name} model, but the adapter's fan_in_fan_out is false; set "
+                    "fan_in_fan_out: true in adapter_config.json (PEFT does for Conv1D)"
+                )
+    problems = plan.unmatched(all_touched(adapters)) if plan is not None else []
+    if problems:
+        raise MergeError("; ".join(problems) + "; fix the merge config")
 
 
 def _adapter_shapes(adapter: Adapter):
@@ -193,30 +219,3 @@ def _expect(file: Path, size: str, sizes: dict[str, tuple[int, ...]], got: int, 
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def check_weights(cfg: MergeConfig) -> None:
-    """Per-group and per-layer weights need one weight per adapter; layer ranges must be ordered."""
-    count = len(cfg.adapters)
-    problems = [
-        f"group_weights.{group} has {len(weights)} weights for {count} adapters"
-        for group, weights in cfg.group_weights.items()
-        if len(weights) != count
-    ]
-    for index, span in enumerate(cfg.layer_ranges):
-        if len(span.weights) != count:
-            problems.append(
-                f"layer_ranges[{index}] has {len(span.weights)} weights for {count} adapters"
-            )
-        if span.first > span.last:
-            problems.append(f"layer_ranges[{index}] has first {span.first} > last {span.last}")
-    if cfg.method == "linear" and cfg.density is not None and cfg.density < 1:
-        problems.append(
-            "density applies to ties, dare_linear, dare_ties and magnitude_prune, not linear"
-        )
-    if cfg.export != "full" and cfg.method != "linear":
-        problems.append(
-            f"a merged adapter is exact only for method linear, not {cfg.method}; use --export full"
-        )
-    if problems:
-        raise MergeError("; ".join(problems) + "; fix the merge config")

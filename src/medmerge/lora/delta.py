@@ -1,4 +1,5 @@
-"""The intended dense delta of one base tensor, shared by merge, verification and sweeps.
+"""The intended delta of one base tensor, dense or as stacked factors, built here once for
+merge, verification, adapter export, eval and sweeps.
 
 delta(W) = method({d_i}, {w_i}) with d_i = s_i * B_i @ A_i for LoRA factors, s_i * b_i for
 a LoRA bias, and M_i - W for a full module copy (modules_to_save). Linear: sum_i w_i * d_i.
@@ -6,45 +7,17 @@ a LoRA bias, and M_i - W for a full module copy (modules_to_save). Linear: sum_i
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from medmerge.checkpoints import Scratch
 from medmerge.errors import MergeError
-from medmerge.merge.adapters import Adapter
-from medmerge.merge.buffers import Scratch
-from medmerge.merge.methods import MethodParams, get_method
-
-_LAYER = re.compile(r"\.layers\.(\d+)\.")
-_GROUPS = {
-    "attention": ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "c_proj"),
-    "mlp": ("gate_proj", "up_proj", "down_proj", "gate_up_proj", "c_fc"),
-}
-
-
-@dataclass(frozen=True)
-class WeightPlan:
-    """The weight of each adapter for each tensor: global, per module group, per layer range."""
-
-    weights: tuple[float, ...]
-    group_weights: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    layer_ranges: tuple[tuple[int, int, tuple[float, ...]], ...] = ()
-
-    def for_tensor(self, name: str) -> tuple[float, ...]:
-        """Layer ranges win over module groups, which win over the global weights."""
-        match = _LAYER.search(name)
-        if match:
-            layer = int(match.group(1))
-            for first, last, weights in self.layer_ranges:
-                if first <= layer <= last:
-                    return weights
-        for group, weights in self.group_weights.items():
-            if any(f".{module}." in name for module in _GROUPS[group]):
-                return weights
-        return self.weights
+from medmerge.lora.adapters import Adapter, LoraFactors
+from medmerge.lora.methods import MethodParams, get_method
+from medmerge.lora.plan import WeightPlan
 
 
 def adapter_deltas(
@@ -123,10 +96,11 @@ def merged_weight(
     """
     scratch = scratch or Scratch()
     out = scratch.output(tuple(base.shape), out_dtype)
-    stacked = linear_factors(name, adapters, plan) if method == "linear" else None
-    if stacked is None or base.dim() != 2:
+    factor_path = get_method(method).low_rank_exact and is_lora_only(name, adapters)
+    if not factor_path or base.dim() != 2:
         return out.copy_(base.double() + intended_delta(name, adapters, plan, base, method, params))
-    for rows, exact in exact_rows(base, *stacked, scratch):
+    stacked = stacked_factors(name, adapters, plan)
+    for rows, exact in exact_rows(base, stacked.A, stacked.B, stacked.transpose, scratch):
         out[rows].copy_(exact)
     return out
 
@@ -166,18 +140,50 @@ def is_lora_only(name: str, adapters: Sequence[Adapter]) -> bool:
     return any(name in a.factors for a in adapters)
 
 
-def linear_factors(
-    name: str, adapters: Sequence[Adapter], plan: WeightPlan
-) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
-    """(A, B, transpose) in fp64 with sum_i w_i s_i B_i @ A_i = B @ A, or None when tensor
-    `name` is also changed by a full copy or a LoRA bias (then the dense path is used)."""
-    if not is_lora_only(name, adapters):
-        return None
-    factors = [(i, a.factors[name]) for i, a in enumerate(adapters) if name in a.factors]
+@dataclass(frozen=True)
+class StackedFactors:
+    """The LoRA factors of every adapter touching one tensor, side by side.
+
+    A = [A_1; A_2; ...] and B = [w_1 s_1 B_1, w_2 s_2 B_2, ...] in fp64, so B @ A is
+    sum_i w_i s_i B_i @ A_i (transposed when `transpose`: Conv1D, fan_in_fan_out, embedding).
+    `parts` keeps each adapter's (index, weight, factors) for checks that need them apart.
+    """
+
+    A: torch.Tensor
+    B: torch.Tensor
+    transpose: bool
+    embedding: bool
+    bias: torch.Tensor | None  # sum_i w_i s_i b_i, the module bias's change
+    parts: tuple[tuple[int, float, LoraFactors], ...]
+
+    def scaled(self) -> list[tuple[int, float, torch.Tensor, torch.Tensor]]:
+        """(adapter index, weight, s_i B_i, A_i) in fp64 per adapter, B and A swapped when the
+        tensor is stored transposed (then d_i = (s_i B_i A_i)^T = A_i^T (s_i B_i)^T)."""
+        found = []
+        for index, weight, factors in self.parts:
+            B, A = factors.B.double() * factors.scale, factors.A.double()
+            found.append((index, weight, *((A.T, B.T) if self.transpose else (B, A))))
+        return found
+
+
+def stacked_factors(name: str, adapters: Sequence[Adapter], plan: WeightPlan) -> StackedFactors:
+    """The stacked factors of base tensor `name` (some adapter must have LoRA factors for it)."""
     weights = plan.for_tensor(name)
-    A = torch.cat([f.A.double() for _, f in factors])
-    B = torch.cat([f.B.double() * (weights[i] * f.scale) for i, f in factors], dim=1)
-    return A, B, factors[0][1].transpose
+    parts = tuple(
+        (i, weights[i], a.factors[name]) for i, a in enumerate(adapters) if name in a.factors
+    )
+    A = torch.cat([f.A.double() for _, _, f in parts])
+    B = torch.cat([f.B.double() * (w * f.scale) for _, w, f in parts], dim=1)
+    biases = [f.bias.double() * (w * f.scale) for _, w, f in parts if f.bias is not None]
+    first = parts[0][2]
+    return StackedFactors(
+        A=A,
+        B=B,
+        transpose=first.transpose,
+        embedding=first.embedding,
+        bias=torch.stack(biases).sum(0) if biases else None,
+        parts=parts,
+    )
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

@@ -1,0 +1,44 @@
+"""Safetensors checkpoints, tensor by tensor: lazy reading with read-ahead, streamed writing,
+and the reusable scratch buffers both need. Shared by merge, verify, eval and sweep."""
+
+from medmerge.checkpoints.buffers import Scratch
+from medmerge.checkpoints.reading import (
+    DTYPE_NAMES,
+    DTYPES,
+    INDEX_NAME,
+    Checkpoint,
+    TensorEntry,
+    read_ahead,
+    read_header,
+    read_tensor,
+    refuse_dangling_link,
+)
+from medmerge.checkpoints.writing import (
+    OutputSpec,
+    Payload,
+    parse_size,
+    plan_shards,
+    shard_names,
+    write_index,
+    write_shard,
+)
+
+__all__ = [
+    "DTYPES",
+    "DTYPE_NAMES",
+    "INDEX_NAME",
+    "Checkpoint",
+    "OutputSpec",
+    "Payload",
+    "Scratch",
+    "TensorEntry",
+    "parse_size",
+    "plan_shards",
+    "read_ahead",
+    "read_header",
+    "read_tensor",
+    "refuse_dangling_link",
+    "shard_names",
+    "write_index",
+    "write_shard",
+]
