@@ -18,6 +18,7 @@ from typing import Any
 
 import xxhash
 
+from medmerge.artifacts import atomic_write_json
 from medmerge.errors import ModelError
 
 MANIFEST_NAME = "medmerge_manifest.json"
@@ -142,11 +143,8 @@ def write_manifest(folder: str | os.PathLike, stage: str, payload: dict[str, Any
         "git_revision": git_revision(),
         **payload,
     }
-    path = Path(folder) / MANIFEST_NAME
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2, ensure_ascii=False, default=str)
-        handle.write("\n")
-    return path
+    # atomic even inside a staging folder: a crash never leaves half a manifest to be trusted
+    return atomic_write_json(Path(folder) / MANIFEST_NAME, record)
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:

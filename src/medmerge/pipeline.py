@@ -16,24 +16,29 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock, staged_output
+from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock
 from medmerge.audit.leakage import AuditConfig, run_audit
 from medmerge.base import BaseBuildConfig, build_base
 from medmerge.config import StageConfig, build_config
 from medmerge.errors import DataError, MedmergeError
-from medmerge.manifest import MANIFEST_NAME, sha256_file, sha256_json, write_manifest
+from medmerge.eval.backends import Backend
+from medmerge.eval.config import EngineSettings
+from medmerge.eval.stage import EvalStageConfig, run_eval_stage
+from medmerge.manifest import MANIFEST_NAME, sha256_file, sha256_json
 from medmerge.merge import MergeConfig, run_merge
 from medmerge.paths import sample_data_dir
 from medmerge.report.build import ReportConfig, build_report
+from medmerge.run_layout import RunLayout
 from medmerge.sweep import SweepConfig, run_sweep
 from medmerge.sweep.config import build_sweep_config
 from medmerge.sweep.diagnose import Ablation, DiagnoseConfig, run_diagnose
-from medmerge.sweep.run import data_digest, evaluate_checkpoint, sweep_folder_problem
+from medmerge.sweep.run import checkpoint_rows, data_digest, sweep_folder_problem
 from medmerge.train import TrainConfig, train
 from medmerge.train.checkpoint import partial_dir
 from medmerge.verify import VerifyConfig, run_verify
@@ -80,27 +85,20 @@ class PipelineConfig(StageConfig):
 
     path_fields = ("out", "base", "pt", "sft", "merge", "verify", "sweep")
 
-    out: str
-    base: str
-    pt: str
-    sft: str
-    merge: str
-    verify: str
-    sweep: str
+    out: str = Field(description="run folder")
+    base: str = Field(description="the base stage's YAML")
+    pt: str = Field(description="the PT training stage's YAML")
+    sft: str = Field(description="the SFT training stage's YAML")
+    merge: str = Field(description="the merge stage's YAML")
+    verify: str = Field(description="the verify stage's YAML")
+    sweep: str = Field(description="the sweep stage's YAML (its suites are also the eval stage's)")
     weights: dict[str, float] = Field(default_factory=lambda: {"pt": 0.3, "sft": 0.7})
-    audit_ngram: int = Field(default=13, ge=1)
+    audit_ngram: int = Field(default=13, ge=1, description="n-gram length of the leakage audit")
     ablation_ranges: list[list[int]] | None = None  # default: each layer alone
-    stages: list[str] = Field(default_factory=lambda: list(STAGES))
+    stages: list[str] = Field(
+        default_factory=lambda: list(STAGES), description="the stages to run, in order"
+    )
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # stage -> {key: value}
-
-
-class EvalStageConfig(StageConfig):
-    """The eval stage: the exported merged checkpoint on the sweep's suites."""
-
-    model: str
-    sweep: dict[str, Any]
-    out: str
-    force: bool = False
 
 
 @dataclass
@@ -224,16 +222,9 @@ def _discard_stale_partial(stage: Stage, pending: Any, wanted: dict) -> None:
         shutil.rmtree(partial_dir(stage.artifact), ignore_errors=True)
 
 
-def _run_eval(cfg: EvalStageConfig) -> int:
-    sweep = SweepConfig(**cfg.sweep)
-    rows = evaluate_checkpoint(cfg.model, sweep)
-    inputs = [cfg.model, *sweep.data_files()]
-    with staged_output(cfg.out, force=cfg.force, inputs=inputs) as folder:
-        (folder / "results.json").write_text(
-            json.dumps({"model": cfg.model, "rows": rows}, indent=2, default=str) + "\n", "utf-8"
-        )
-        write_manifest(folder, "eval", {"config": cfg.model_dump()})
-    return 0
+def _sweep_rows(backend: Backend, suites: dict[str, Any]) -> list[dict[str, Any]]:
+    """The eval stage's rows: the sweep table's columns, so the two can be compared."""
+    return checkpoint_rows(backend, SweepConfig(**suites))
 
 
 # Stage runners by name; tests replace one to simulate a crash.
@@ -243,7 +234,7 @@ RUNNERS: dict[str, Callable[[Any], object]] = {
     "sft": train,
     "merge": run_merge,
     "verify": run_verify,
-    "eval": _run_eval,
+    "eval": partial(run_eval_stage, rows_of=_sweep_rows),
     "sweep": run_sweep,
     "audit": run_audit,
     "diagnose": run_diagnose,
@@ -257,11 +248,8 @@ def _section(cfg: PipelineConfig, name: str, schema: type, file: str, values: di
 
 def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
     """Every stage's resolved config, reading the per-stage YAML files."""
-    root = Path(cfg.out).resolve()
-    d = {
-        n: str(root / n)
-        for n in ("base", "pt", "sft", "merged", "eval", "sweep", "audit", "diagnostics", "report")
-    }
+    layout = RunLayout.of(cfg.out)
+    d = {name: str(layout.folder(name)) for name in STAGES}
     base = _section(cfg, "base", BaseBuildConfig, cfg.base, {"out": d["base"]})
     pt = _section(cfg, "pt", TrainConfig, cfg.pt, {"base": d["base"], "out": d["pt"]})
     sft = _section(cfg, "sft", TrainConfig, cfg.sft, {"base": d["base"], "out": d["sft"]})
@@ -274,10 +262,10 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
         "merge",
         MergeConfig,
         cfg.merge,
-        {"base": d["base"], "adapters": adapters, "out": d["merged"]},
+        {"base": d["base"], "adapters": adapters, "out": d["merge"]},
     )
     verify = _section(
-        cfg, "verify", VerifyConfig, cfg.verify, {"base": d["base"], "merged": d["merged"]}
+        cfg, "verify", VerifyConfig, cfg.verify, {"base": d["base"], "merged": d["merge"]}
     )
     labelled = [{"path": d["pt"], "label": "pt"}, {"path": d["sft"], "label": "sft"}]
     sweep = build_sweep_config(
@@ -289,7 +277,13 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
             **cfg.overrides.get("sweep", {}),
         },
     )
-    evaluation = EvalStageConfig(model=d["merged"], sweep=sweep.model_dump(), out=d["eval"])
+    evaluation = EvalStageConfig(
+        model=d["merge"],
+        engine=EngineSettings(**sweep.model_dump(include=set(EngineSettings.model_fields))),
+        suites=sweep.model_dump(),
+        data=sweep.data_files(),
+        out=d["eval"],
+    )
     audit = AuditConfig(
         train=_data_files(pt) + _data_files(sft),
         eval=sweep.data_files(),
@@ -312,17 +306,17 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
         base=d["base"],
         adapters=labelled,
         ablation=ablation,
-        out=d["diagnostics"],
+        out=d["diagnose"],
         device=sweep.device,
     )
-    report = ReportConfig(run_dir=str(root), out=d["report"])
+    report = ReportConfig(run_dir=str(layout.root), out=d["report"])
     suites = sweep.data_files()
     stages = [
         Stage("base", base, RUNNERS["base"], Path(d["base"]), data=_base_data(base)),
         Stage("pt", pt, RUNNERS["pt"], Path(d["pt"]), ["base"], _data_files(pt)),
         Stage("sft", sft, RUNNERS["sft"], Path(d["sft"]), ["base"], _data_files(sft)),
-        Stage("merge", merge, RUNNERS["merge"], Path(d["merged"]), ["base", "pt", "sft"]),
-        Stage("verify", verify, RUNNERS["verify"], Path(d["merged"]) / "verify.json", ["merge"]),
+        Stage("merge", merge, RUNNERS["merge"], Path(d["merge"]), ["base", "pt", "sft"]),
+        Stage("verify", verify, RUNNERS["verify"], layout.verify_report, ["merge"]),
         Stage("eval", evaluation, RUNNERS["eval"], Path(d["eval"]), ["merge"], suites),
         Stage("sweep", sweep, RUNNERS["sweep"], Path(d["sweep"]), ["base", "pt", "sft"], suites),
         Stage("audit", audit, RUNNERS["audit"], Path(d["audit"]), data=audit.train + audit.eval),
@@ -330,14 +324,12 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
             "diagnose",
             diagnose,
             RUNNERS["diagnose"],
-            Path(d["diagnostics"]),
+            Path(d["diagnose"]),
             ["base", "pt", "sft"],
             ablation.suite.files() if ablation else [],
         ),
         # the report reads every stage's folder
-        Stage(
-            "report", report, RUNNERS["report"], Path(d["report"]) / "report.html", [*STAGES[:-1]]
-        ),
+        Stage("report", report, RUNNERS["report"], layout.report_html, [*STAGES[:-1]]),
     ]
     return {s.name: s for s in stages}
 
@@ -367,7 +359,7 @@ def run_pipeline(cfg: PipelineConfig) -> int:
     chosen = [stages[name] for name in STAGES if name in cfg.stages]
     for stage in chosen:  # all refused before any stage runs, and each again just before it
         _refuse_foreign(stage, inputs)
-    records = Path(cfg.out).resolve() / ".pipeline"
+    records = RunLayout.of(cfg.out).records
     try:
         records.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""The vLLM backend with vLLM replaced at its boundary by tests/eval/_fake_vllm.py.
+"""The vLLM backend with vLLM replaced at its boundary by tests/helpers/fake_vllm.py.
 
 The stand-in answers from a real transformers model with the LoRA folder it is handed
 loaded by PEFT, so equal numbers here mean the exported merged adapter, the token split and
@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from helpers import fake_vllm as vllm_stand_in
 from medmerge.cli import main
 from medmerge.errors import ConfigError
 from medmerge.eval.backends import HFBackend, LoglikRequest, load_backend
@@ -27,9 +28,6 @@ from medmerge.eval.vllm_backend import (
 )
 from medmerge.lora import load_adapter
 from medmerge.manifest import model_identity, write_manifest
-
-sys.path.insert(0, str(Path(__file__).parent))
-import _fake_vllm
 
 VLLM = EngineSettings(backend="vllm", dtype="fp32", tensor_parallel_size=2)
 
@@ -71,7 +69,7 @@ def adapters(tiny_base, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    return _fake_vllm.install(monkeypatch)
+    return vllm_stand_in.install(monkeypatch)
 
 
 def merged_spec(tiny_base, adapters) -> ModelSpec:
@@ -111,7 +109,7 @@ def test_merged_adapter_scores_and_greedy_text_equal_hf(fake_vllm, tiny_base, ad
     assert want[0].stopped and want[0].tokens == answer.index(stop)
     assert backend.generate(PROMPTS, greedy, [eos, stop]) == want
 
-    (llm,) = _fake_vllm.CREATED
+    (llm,) = vllm_stand_in.CREATED
     assert llm.kwargs["enable_lora"] is True and llm.kwargs["max_loras"] == 1
     assert merged_lora_rank(loaded) == 6 and llm.kwargs["max_lora_rank"] == 8
     assert llm.kwargs["tensor_parallel_size"] == 2 and llm.kwargs["dtype"] == "float32"
@@ -131,7 +129,7 @@ def test_model_folder_runs_without_lora(fake_vllm, tiny_base):
     backend = VLLMBackend(spec, VLLM)
     hf = HFBackend(spec, device="cpu")
     assert backend.loglikelihood(REQUESTS) == pytest.approx(hf.loglikelihood(REQUESTS), abs=1e-4)
-    (llm,) = _fake_vllm.CREATED
+    (llm,) = vllm_stand_in.CREATED
     assert llm.kwargs["enable_lora"] is False
     assert [c["lora_request"] for c in llm.calls] == [None]
 
@@ -167,7 +165,7 @@ def test_mcq_cli_with_vllm_records_the_engine(fake_vllm, tiny_base, adapters, re
     assert meta["model"]["backend"] == "vllm" and meta["model"]["tensor_parallel_size"] == 2
     assert meta["model"]["max_model_len"] == 512 and meta["model"]["max_lora_rank"] == 8
     assert [a["weight"] for a in meta["model"]["adapters"]] == [0.3, 0.7]
-    assert _fake_vllm.CREATED[0].kwargs["max_model_len"] == 512
+    assert vllm_stand_in.CREATED[0].kwargs["max_model_len"] == 512
 
     def scores(name):
         lines = (tmp_path / name / "predictions.jsonl").read_text().splitlines()
@@ -220,7 +218,7 @@ def test_rank_above_512_refused_before_the_engine_starts(fake_vllm, tiny_base, t
     spec = ModelSpec(base=str(tiny_base), adapters=[{"path": str(a), "weight": 0.5} for a in wide])
     with pytest.raises(ConfigError, match=r"rank 520 .*--adapter-rank auto"):
         VLLMBackend(spec, VLLM, [load_adapter(a) for a in wide])
-    assert _fake_vllm.CREATED == []
+    assert vllm_stand_in.CREATED == []
 
 
 def test_modules_to_save_and_nonlinear_methods_refused(fake_vllm, tiny_base, adapters, tmp_path):
@@ -238,7 +236,7 @@ def test_modules_to_save_and_nonlinear_methods_refused(fake_vllm, tiny_base, ada
     ties = merged_spec(tiny_base, adapters).model_copy(update={"method": "ties"})
     with pytest.raises(ConfigError, match=r"method linear only, not ties"):
         VLLMBackend(ties, VLLM, [load_adapter(a) for a in adapters])
-    assert _fake_vllm.CREATED == []
+    assert vllm_stand_in.CREATED == []
 
 
 def test_vllm_settings_need_backend_vllm(tiny_base):

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
-from _factories import merge_models, peft_reference
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
+
+from helpers.factories import merge_models, peft_reference
 
 
 def _export(models, out, rank=None, export="adapter"):

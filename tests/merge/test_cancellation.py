@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from _factories import ulp_distance
 
+from helpers.factories import ulp_distance
 from medmerge.checkpoints import Scratch
 from medmerge.lora import Adapter, LoraFactors, WeightPlan, merged_weight
 

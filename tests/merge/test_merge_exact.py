@@ -6,7 +6,8 @@ import json
 
 import pytest
 import torch
-from _factories import (
+
+from helpers.factories import (
     make_adapter,
     make_base,
     merge_models,
@@ -14,7 +15,6 @@ from _factories import (
     read_state,
     ulp_distance,
 )
-
 from medmerge.lora import apply_merged_delta, load_adapter, restore_weights
 from medmerge.manifest import read_manifest
 from medmerge.merge import MergeConfig, run_merge

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _factories import make_adapter, peft_reference
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from helpers.factories import make_adapter, peft_reference
 from medmerge.lora import intended_delta, load_adapter
 
 Q = "model.layers.0.self_attn.q_proj"

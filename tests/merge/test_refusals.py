@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 import torch
-from _factories import make_adapter, make_base, medmerge_manifest
 from safetensors.torch import load_file, save_file
 
+from helpers.factories import make_adapter, make_base, medmerge_manifest
 from medmerge.cli import main
 
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.cli import MEDMERGE, assert_user_error, run_cli
 
-from conftest import MEDMERGE, assert_user_error, run_cli
 from helpers import merge_argv
 
 REPO = Path(__file__).resolve().parents[2]

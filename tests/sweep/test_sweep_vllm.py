@@ -1,4 +1,4 @@
-"""The sweep on backend vllm (vLLM replaced at its boundary by tests/eval/_fake_vllm.py).
+"""The sweep on backend vllm (vLLM replaced at its boundary by tests/helpers/fake_vllm.py).
 
 Each weight point is served as one exported merged adapter under its own LoRA id; the
 cells must equal the transformers sweep's, think penalty included.
@@ -7,17 +7,14 @@ cells must equal the transformers sweep's, think penalty included.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import fake_vllm
 from medmerge.sweep import SweepConfig, run_sweep
 from medmerge.sweep import run as sweep_run
 from medmerge.sweep.mitigation import penalized_token_ids
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
-import _fake_vllm
 
 
 def _cells(cfg: SweepConfig) -> dict[str, dict]:
@@ -34,7 +31,7 @@ def test_vllm_sweep_equals_the_transformers_sweep(sweep_values, tmp_path, monkey
     values = {**sweep_values, "grid": {"pt": [0.3, 1.0], "sft": "complement"}}
     hf = SweepConfig(**{**values, "out": str(tmp_path / "hf")})
     assert run_sweep(hf) == 0
-    _fake_vllm.install(monkeypatch)
+    fake_vllm.install(monkeypatch)
     engine = {"backend": "vllm", "tensor_parallel_size": 2}
     vllm = SweepConfig(**{**values, **engine, "out": str(tmp_path / "vllm")})
     assert run_sweep(vllm) == 0
@@ -50,7 +47,7 @@ def test_vllm_sweep_equals_the_transformers_sweep(sweep_values, tmp_path, monkey
         else:
             assert got[key]["predictions"] == cell["predictions"], key
 
-    (llm,) = _fake_vllm.CREATED  # the base loaded once for every point
+    (llm,) = fake_vllm.CREATED  # the base loaded once for every point
     assert llm.kwargs["enable_lora"] and llm.kwargs["tensor_parallel_size"] == 2
     assert sorted({c["lora_request"].lora_int_id for c in llm.calls}) == [1, 2]
     penalty = -values["decodings"]["penalty"]["think_penalty"]

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 import torch
-from _factories import make_adapter, merge_models
 from safetensors.torch import load_file, save_file
 
+from helpers.factories import make_adapter, merge_models
 from medmerge.cli import main  # noqa: F401
 from medmerge.merge import MergeConfig, run_merge
 from medmerge.verify import VerifyConfig, check_template, run_verify

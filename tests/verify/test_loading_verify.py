@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from _factories import merge_models
 from safetensors.torch import load_file, save_file
 
+from helpers.factories import merge_models
 from medmerge.cli import main
 from medmerge.verify import VerifyConfig
 from medmerge.verify.run import verify

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from medmerge.artifacts import atomic_write_json
 from medmerge.errors import ConfigError
 from medmerge.eval.backends import Backend, load_backend
 from medmerge.eval.config import ModelSpec
@@ -79,9 +80,8 @@ def data_hashes(paths: Iterable[str | Path]) -> dict[str, str]:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
-        handle.write("\n")
+    """A result or meta JSON file, written whole or not at all (`atomic_write_json`)."""
+    atomic_write_json(path, payload)
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

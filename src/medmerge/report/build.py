@@ -8,11 +8,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from medmerge.artifacts import staged_output
 from medmerge.config import StageConfig
 from medmerge.errors import MedmergeError
 from medmerge.manifest import read_manifest, sha256_file, write_manifest
 from medmerge.report.render import Doc
+from medmerge.run_layout import RunLayout
 
 _SWEEP_COLUMNS = (
     "bleu4",
@@ -25,15 +28,15 @@ _SWEEP_COLUMNS = (
 )
 
 
-_STAGE_FOLDERS = ("base", "pt", "sft", "merged", "sweep", "eval")
-
-
 class ReportConfig(StageConfig):
     path_fields = ("run_dir", "out")
 
-    run_dir: str
-    out: str | None = None  # default: RUN_DIR/report
-    force: bool = False  # replace an existing report folder (never the run or its stages)
+    run_dir: str = Field(description="a `medmerge run` folder")
+    out: str | None = Field(default=None, description="report folder (default RUN_DIR/report)")
+    force: bool = Field(
+        default=False,
+        description="replace an existing report folder (never the run folder or its stages)",
+    )
 
 
 def _json(path: Path) -> Any:
@@ -48,13 +51,14 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _headline(doc: Doc, run: Path) -> None:
-    table = _json(run / "sweep" / "table.json")
+def _headline(doc: Doc, run: RunLayout) -> None:
+    table = _json(run.folder("sweep") / "table.json")
     if not table:
         return
     doc.h2("At a glance: the trade-off across merge weights")
     doc.image(
-        run / "sweep" / "tradeoff.png", "BLEU-4, accuracy and think rate against the PT weight"
+        run.folder("sweep") / "tradeoff.png",
+        "BLEU-4, accuracy and think rate against the PT weight",
     )
     rec = table["recommendation"]
     if rec.get("point"):
@@ -69,35 +73,52 @@ def _headline(doc: Doc, run: Path) -> None:
     labels = table["adapters"]
     first = (rows[0]["template"], rows[0]["decoding"])
     picks = [r for r in rows if (r["template"], r["decoding"]) == first]
-    ends = [picks[0], *[r for r in picks if abs(r[f"w_{labels[0]}"] - 0.3) < 1e-9], picks[-1]]
+    weights = _exported_weights(run)
+    exported = [
+        r
+        for r in picks
+        if weights
+        and all(abs(r[f"w_{lb}"] - w) < 1e-9 for lb, w in zip(labels, weights, strict=False))
+    ]
+    ends = [picks[0], *exported, picks[-1]]
     doc.table(
         ["point", *_SWEEP_COLUMNS],
         [[r["point"], *(_fmt(r.get(c)) for c in _SWEEP_COLUMNS)] for r in ends],
     )
 
 
-def _inputs(doc: Doc, run: Path) -> None:
+def _exported_weights(run: RunLayout) -> list[float]:
+    """The merge weights of the exported checkpoint: its manifest's, else the merge record's."""
+    adapters = (read_manifest(run.folder("merge")) or {}).get("adapters")
+    if not adapters:
+        record = _json(run.record("merge")) or {}
+        adapters = (record.get("config") or {}).get("adapters")
+    return [float(a["weight"]) for a in adapters or [] if isinstance(a, dict) and "weight" in a]
+
+
+def _inputs(doc: Doc, run: RunLayout) -> None:
     doc.h2("Inputs")
     rows = []
-    for name, weights in (
+    for stage, weights in (
         ("base", "model.safetensors"),
         ("pt", "adapter_model.safetensors"),
         ("sft", "adapter_model.safetensors"),
-        ("merged", "model.safetensors"),
+        ("merge", "model.safetensors"),
     ):
-        manifest = read_manifest(run / name) if (run / name).is_dir() else None
+        folder = run.folder(stage)
+        manifest = read_manifest(folder) if folder.is_dir() else None
         if not manifest:
             continue
-        file = run / name / weights
+        file = folder / weights
         digest = sha256_file(file)[:16] if file.is_file() else ""
         data = manifest.get("data") if isinstance(manifest.get("data"), list) else []
         files = ", ".join(f"{Path(d['path']).name} ({d['sha256'][:12]})" for d in data)
-        rows.append([name, str(run / name), manifest.get("created", ""), digest, files])
+        rows.append([folder.name, str(folder), manifest.get("created", ""), digest, files])
     doc.table(["artifact", "folder", "created", "weights sha256", "data files (sha256)"], rows)
 
 
-def _configs(doc: Doc, run: Path) -> None:
-    records = sorted((run / ".pipeline").glob("*.json"))
+def _configs(doc: Doc, run: RunLayout) -> None:
+    records = sorted(run.records.glob("*.json"))
     if records:
         doc.h2("Appendix: resolved configs of every stage")
     for record in records:
@@ -107,11 +128,11 @@ def _configs(doc: Doc, run: Path) -> None:
         )
 
 
-def _training(doc: Doc, run: Path) -> None:
+def _training(doc: Doc, run: RunLayout) -> None:
     doc.h2("Training")
     rows = []
     for name in ("pt", "sft"):
-        manifest = read_manifest(run / name) if (run / name).is_dir() else None
+        manifest = read_manifest(run.folder(name)) if run.folder(name).is_dir() else None
         if manifest:
             rows.append(
                 [
@@ -124,7 +145,7 @@ def _training(doc: Doc, run: Path) -> None:
                     manifest.get("enable_thinking"),
                 ]
             )
-        doc.image(run / name / "loss_curve.png", f"{name.upper()} loss curve")
+        doc.image(run.folder(name) / "loss_curve.png", f"{name.upper()} loss curve")
     doc.table(
         [
             "adapter",
@@ -139,8 +160,8 @@ def _training(doc: Doc, run: Path) -> None:
     )
 
 
-def _verification(doc: Doc, run: Path) -> None:
-    report = _json(run / "merged" / "verify.json")
+def _verification(doc: Doc, run: RunLayout) -> None:
+    report = _json(run.verify_report)
     if not report:
         return
     doc.h2("Verification of the merged checkpoint")
@@ -162,8 +183,8 @@ def _verification(doc: Doc, run: Path) -> None:
         doc.p(f"- FAIL: {failure}")
 
 
-def _evaluation(doc: Doc, run: Path) -> None:
-    results = _json(run / "eval" / "results.json")
+def _evaluation(doc: Doc, run: RunLayout) -> None:
+    results = _json(run.folder("eval") / "results.json")
     if not results:
         return
     doc.h2("Evaluation of the exported merged checkpoint")
@@ -172,12 +193,10 @@ def _evaluation(doc: Doc, run: Path) -> None:
         ["template", "decoding", *metrics],
         [[r["template"], r["decoding"], *(_fmt(r[m]) for m in metrics)] for r in results["rows"]],
     )
-    table = _json(run / "sweep" / "table.json")
-    weights = (read_manifest(run / "merged") or {}).get("adapters") or []
+    table = _json(run.folder("sweep") / "table.json")
+    weights = _exported_weights(run)
     if table and weights:
-        point = ",".join(
-            f"{lb}={a['weight']:.4g}" for lb, a in zip(table["adapters"], weights, strict=False)
-        )
+        point = ",".join(f"{lb}={w:.4g}" for lb, w in zip(table["adapters"], weights, strict=False))
         doc.p(_consistency(results["rows"], table["rows"], point))
 
 
@@ -205,8 +224,8 @@ def _consistency(evaluated: list[dict], swept: list[dict], point: str) -> str:
     )
 
 
-def _sweep(doc: Doc, run: Path) -> None:
-    table = _json(run / "sweep" / "table.json")
+def _sweep(doc: Doc, run: RunLayout) -> None:
+    table = _json(run.folder("sweep") / "table.json")
     if not table:
         return
     rows = table["rows"]
@@ -239,8 +258,8 @@ def _sensitivity(doc: Doc, rows: list[dict], decodings: list[str]) -> None:
     )
 
 
-def _audit(doc: Doc, run: Path) -> None:
-    report = _json(run / "audit" / "leakage.json")
+def _audit(doc: Doc, run: RunLayout) -> None:
+    report = _json(run.folder("audit") / "leakage.json")
     if not report:
         return
     doc.h2(f"Leakage audit (exact duplicates, {report['ngram']}-gram overlap)")
@@ -262,16 +281,16 @@ def _audit(doc: Doc, run: Path) -> None:
     doc.p("Training files: " + ", ".join(Path(f).name for f in report["train"]))
 
 
-def _diagnostics(doc: Doc, run: Path) -> None:
-    diag = _json(run / "diagnostics" / "diagnostics.json")
+def _diagnostics(doc: Doc, run: RunLayout) -> None:
+    diag = _json(run.folder("diagnose") / "diagnostics.json")
     if not diag:
         return
     doc.h2("Interference between the PT and SFT deltas")
     for key, name in diag["heatmaps"].items():
-        doc.image(run / "diagnostics" / name, key)
+        doc.image(run.folder("diagnose") / name, key)
     if diag["ablation"]:
         doc.h2("Layer-wise ablation: which layers wake the thinking up")
-        doc.image(run / "diagnostics" / "ablation.png", "PT delta on one layer range only")
+        doc.image(run.folder("diagnose") / "ablation.png", "PT delta on one layer range only")
         cols = list(diag["ablation"][0])
         doc.table(cols, [[_fmt(r[c]) for c in cols] for r in diag["ablation"]])
     cols = ["tensor", "rel_first", "rel_second", "cosine", "subspace_overlap"]
@@ -295,18 +314,20 @@ SECTIONS = (
 
 
 def build_report(cfg: ReportConfig) -> int:
-    run = Path(cfg.run_dir).resolve()
+    layout = RunLayout.of(cfg.run_dir)
+    run = layout.root
     if not run.is_dir():
         raise MedmergeError(f"{run}: run folder not found; pass the `out` folder of `medmerge run`")
-    if not any((run / stage).is_dir() for stage in _STAGE_FOLDERS):
+    folders = [f for f in layout.stage_folders() if f != layout.folder("report")]
+    if not any(f.is_dir() for f in folders):
         raise MedmergeError(
-            f"{run}: no stage outputs here (none of {', '.join(_STAGE_FOLDERS)}); "
+            f"{run}: no stage outputs here (none of {', '.join(f.name for f in folders)}); "
             "pass the `out` folder of `medmerge run`"
         )
-    out = Path(cfg.out) if cfg.out else run / "report"
+    out = Path(cfg.out) if cfg.out else layout.folder("report")
     doc = Doc(f"medmerge report — {run.name}")
     for section in SECTIONS:
-        section(doc, run)
+        section(doc, layout)
     with staged_output(out, cfg.force, inputs=[run], stage="report") as folder:
         for source, name in doc.images:
             shutil.copyfile(source, folder / name)

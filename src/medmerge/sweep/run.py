@@ -32,7 +32,7 @@ from medmerge.artifacts import (
 )
 from medmerge.checkpoints import Checkpoint
 from medmerge.errors import MedmergeError
-from medmerge.eval.backends import Backend, HFBackend
+from medmerge.eval.backends import Backend, HFBackend, load_backend
 from medmerge.eval.config import ModelSpec
 from medmerge.eval.session import template_check
 from medmerge.eval.vllm_backend import VLLMBackend
@@ -465,9 +465,11 @@ def evaluate_checkpoint(model_dir: str, cfg: SweepConfig) -> list[dict[str, Any]
     The rows have the sweep table's columns, so a sweep point can be compared with the
     evaluation of the checkpoint exported at the same weights.
     """
-    backend = HFBackend(
-        ModelSpec(model=model_dir), device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
-    )
+    return checkpoint_rows(load_backend(ModelSpec(model=model_dir), cfg), cfg)
+
+
+def checkpoint_rows(backend: Backend, cfg: SweepConfig) -> list[dict[str, Any]]:
+    """The sweep table's rows for the model `backend` serves as it is (no weights applied)."""
     gens = {s.name: load_gen_suite(s) for s in cfg.suites.gen}
     mcqs = {s.name: load_mcq_suite(s) for s in cfg.suites.mcq}
     rows = []
