@@ -204,3 +204,34 @@ def test_base_corpus_lists_every_file_the_base_reads(monkeypatch):
     corpus.pretraining_documents(folder, 0)
     listed = {folder / name for name in pipeline._BASE_CORPUS}
     assert opened and all(p in listed or p.parent in listed for p in opened), opened
+
+
+def test_stage_folders_come_from_the_run_layout_and_eval_honours_the_backend(
+    tmp_path, repo, monkeypatch
+):
+    from medmerge.eval import stage as eval_stage
+    from medmerge.run_layout import STAGE_FOLDERS, RunLayout
+
+    cfg = _config(tmp_path, repo, "[eval]")
+    cfg = cfg.model_copy(update={"overrides": {**cfg.overrides, "sweep": {
+        **cfg.overrides["sweep"], "backend": "vllm", "max_model_len": 64}}})  # fmt: skip
+    stages = pipeline.plan_stages(cfg)
+    layout = RunLayout.of(cfg.out)
+    assert {s: stages[s].folder for s in STAGES} == {s: layout.folder(s) for s in STAGES}
+    assert stages["verify"].artifact == layout.root / STAGE_FOLDERS["merge"] / "verify.json"
+
+    built, evaluated = [], []
+
+    def fake_backend(spec, engine):  # stands in for the vLLM engine
+        built.append((spec.model, engine.backend, engine.max_model_len))
+        return "backend"
+
+    monkeypatch.setattr(eval_stage, "load_backend", fake_backend)
+    evaluation = stages["eval"].cfg
+    Path(evaluation.model).mkdir(parents=True)
+    rows = [{"template": "qwen3", "decoding": "greedy", "bleu4": 1.5}]
+    eval_stage.run_eval_stage(evaluation, lambda b, s: evaluated.append((b, s)) or rows)
+    assert built == [(str(layout.folder("merge")), "vllm", 64)]
+    assert evaluated[0][0] == "backend" and evaluated[0][1]["suites"]["gen"][0]["name"] == "meqsum"
+    results = json.loads((layout.folder("eval") / "results.json").read_text())
+    assert results == {"model": str(layout.folder("merge")), "rows": rows}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+from medmerge.manifest import write_manifest
 from medmerge.report.build import ReportConfig, build_report
 from medmerge.report.plots import plot_loss_curve, plot_sweep
 
 
-def _rows():
+def _rows(weights=(0.0, 0.3, 1.0)):
     return [
         {
             "point": f"pt={w:g},sft={1 - w:g}",
@@ -27,7 +28,7 @@ def _rows():
             "hq.accuracy": 0.3 + w / 10,
             "pareto": True,
         }
-        for w in (0.0, 0.3, 1.0)
+        for w in weights
     ]
 
 
@@ -64,3 +65,25 @@ def test_report_md_and_self_contained_html(tmp_path):
     assert "http://" not in html and "https://" not in html
     assert "Recommended:" in md and "pt=0.3,sft=0.7" in md and "tradeoff.png" in md
     assert (run / "report" / "00_sweep_tradeoff.png").is_file()
+
+
+def test_headline_shows_the_exported_merge_weights_from_its_manifest(tmp_path):
+    run = tmp_path / "run"
+    (run / "sweep").mkdir(parents=True)
+    rows = _rows((0.0, 0.3, 0.6, 1.0))
+    recommendation = {"point": None, "rule": "none feasible"}
+    table = {
+        "rows": rows,
+        "pareto": [],
+        "adapters": ["pt", "sft"],
+        "recommendation": recommendation,
+    }
+    (run / "sweep" / "table.json").write_text(json.dumps(table))
+    (run / "merged").mkdir()
+    adapters = [{"path": str(run / "pt"), "weight": 0.6}, {"path": str(run / "sft"), "weight": 0.4}]
+    write_manifest(run / "merged", "merge", {"adapters": adapters})
+    assert build_report(ReportConfig(run_dir=str(run))) == 0
+    md = (run / "report" / "report.md").read_text()
+    headline = md.split("## At a glance")[1].split("\n## ")[0]
+    assert "pt=0.6,sft=0.4" in headline and "pt=0.3,sft=0.7" not in headline
+    assert "pt=0,sft=1" in headline and "pt=1,sft=0" in headline
