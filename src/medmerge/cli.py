@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from medmerge import __version__
+from medmerge.cli_schema import Command, Flag, Table, example_epilog
 from medmerge.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -32,631 +34,245 @@ def _adapter_weight(text: str) -> dict[str, object]:
         raise argparse.ArgumentTypeError(f"{text!r}: weight {weight!r} is not a number") from None
 
 
-def _add_common(parser: argparse.ArgumentParser, config: bool = True) -> None:
-    if config:
-        parser.add_argument("--config", help="YAML file; flags given here override it")
-        parser.add_argument(
-            "--set",
-            action="append",
-            metavar="KEY=VALUE",
-            help="override any config key (repeatable)",
-        )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+# ---------------------------------------------------------------- the commands
+#
+# Each subcommand is one row: its schema and runner ("module:attr", imported only when the
+# command runs) and the spellings that differ from the rule `--<field-name>`. Every other
+# field with a scalar, choice or list type is a flag, typed, with the field's description.
 
+_ADAPTERS = Flag(
+    "adapters", "--adapter", type=_adapter_weight, action="append", metavar="PATH=WEIGHT"
+)
+_MODELS = Flag(
+    "models", "--model", action="append", to_value=lambda paths: [{"model": p} for p in paths]
+)
+_EVAL = {"section": True, "spellings": (_ADAPTERS,)}
 
-def _stage_config(schema, args: argparse.Namespace, overrides: dict[str, object], config_file=None):
-    """The stage's config: its YAML (`--config`, or a positional file), then flags, then --set."""
-    from medmerge.config import build_config, parse_set_overrides
 
-    return build_config(
-        schema,
-        config_file if config_file is not None else getattr(args, "config", None),
-        {**overrides, **parse_set_overrides(args.set)},
-        section=getattr(args, "section", None),
-    )
+@functools.cache
+def _demo_schema() -> type:
+    from pydantic import Field
 
+    from medmerge.config import StageConfig
 
-# ---------------------------------------------------------------- base
+    class DemoConfig(StageConfig):
+        """`medmerge demo`: the pipeline on the bundled tiny model and sample data."""
 
+        out: str = Field(default="runs/demo", description="run folder (reused across runs)")
 
-def _cmd_base_build(args: argparse.Namespace) -> int:
-    from medmerge.base import BaseBuildConfig, build_base
+    return DemoConfig
 
-    overrides = {
-        "out": args.out,
-        "seed": args.seed,
-        "pretrain_steps": args.pretrain_steps,
-        "force": args.force or None,
-    }
-    cfg = _stage_config(BaseBuildConfig, args, overrides)
-    build_base(cfg)
-    return 0
 
-
-def _add_base(sub: argparse._SubParsersAction) -> None:
-    base = sub.add_parser("base", help="the tiny default base model")
-    base_sub = base.add_subparsers(dest="base_command", required=True)
-    build = base_sub.add_parser("build", help="build the tiny Qwen3 base model and tokenizer")
-    build.add_argument("--out", help="output folder (a Hugging Face model folder)")
-    build.add_argument("--seed", type=int)
-    build.add_argument("--pretrain-steps", type=int, help="0 skips the brief pretraining")
-    _force_flag(build)
-    _add_common(build)
-    build.set_defaults(func=_cmd_base_build)
-
-
-# ---------------------------------------------------------------- train
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from medmerge.train import TrainConfig, train
-
-    overrides = {
-        "stage": args.stage,
-        "base": args.base,
-        "data": args.data,
-        "out": args.out,
-        "template": args.template,
-        "enable_thinking": args.enable_thinking,
-        "max_steps": args.max_steps,
-        "seed": args.seed,
-        "force": args.force or None,
-    }
-    cfg = _stage_config(TrainConfig, args, overrides)
-    train(cfg)
-    return 0
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a LoRA adapter (pt: raw text, sft: QA pairs)")
-    train_sub = train.add_subparsers(dest="stage", required=True)
-    for stage, what in (
-        ("pt", "domain pretraining on raw text"),
-        ("sft", "supervised fine-tuning"),
-    ):
-        p = train_sub.add_parser(stage, help=what)
-        p.add_argument("--base", help="base model folder")
-        p.add_argument("--data", nargs="+", help="data file(s)")
-        p.add_argument("--out", help="adapter output folder")
-        _template_flags(p)
-        p.add_argument("--max-steps", type=int)
-        p.add_argument("--seed", type=int)
-        _force_flag(p)
-        _add_common(p)
-        p.set_defaults(func=_cmd_train)
-
-
-# ---------------------------------------------------------------- merge
-
-
-def _cmd_merge(args: argparse.Namespace) -> int:
-    from medmerge.merge import MergeConfig, run_merge
-
-    overrides = {
-        "base": args.base,
-        "adapters": args.adapter,
-        "out": args.out,
-        "method": args.method,
-        "dtype": args.dtype,
-        "export": args.export,
-        "adapter_rank": args.adapter_rank,
-        "density": args.density,
-        "seed": args.seed,
-        "force": args.force or None,
-        "verify": False if args.no_verify else None,
-        "allow_pickle": args.allow_pickle or None,
-    }
-    cfg = _stage_config(MergeConfig, args, overrides)
-    return run_merge(cfg)
-
-
-def _rank(text: str) -> int | str:
-    return text if text == "auto" else int(text)
-
-
-def _add_merge(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="merge LoRA adapters into the base with chosen weights")
-    p.add_argument("--base", help="base model folder")
-    p.add_argument(
-        "--adapter", action="append", type=_adapter_weight, metavar="PATH=WEIGHT", help="repeatable"
-    )
-    p.add_argument("--out", help="output folder")
-    p.add_argument(
-        "--method", help="linear (default), ties, dare_linear, dare_ties, magnitude_prune"
-    )
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--export", choices=["full", "adapter", "both"])
-    p.add_argument("--adapter-rank", type=_rank, help="merged adapter rank: auto or an integer")
-    p.add_argument("--density", type=float, help="kept fraction for ties/dare/magnitude_prune")
-    p.add_argument("--seed", type=int, help="seed of dare's random drop mask")
-    p.add_argument("--no-verify", action="store_true", help="skip the verification at the end")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt checkpoints")
-    _force_flag(p)
-    p.add_argument(
-        "--section", help="read the config from this section of the YAML file (e.g. merge)"
-    )
-    _add_common(p)
-    p.set_defaults(func=_cmd_merge)
-
-
-# ---------------------------------------------------------------- verify
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from medmerge.verify import VerifyConfig, run_verify
-
-    overrides = {
-        "base": args.base,
-        "merged": args.merged,
-        "adapters": args.adapter,
-        "method": args.method,
-        "template": args.template,
-        "enable_thinking": args.enable_thinking,
-        "sample": args.sample,
-        "logits": False if args.no_logits else None,
-        "report": args.report,
-        "allow_pickle": args.allow_pickle or None,
-    }
-    cfg = _stage_config(VerifyConfig, args, overrides)
-    return run_verify(cfg)
-
-
-def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="check a merged checkpoint against base + adapters")
-    p.add_argument("--base", help="base model folder")
-    p.add_argument("--merged", help="merged model folder")
-    p.add_argument(
-        "--adapter",
-        action="append",
-        type=_adapter_weight,
-        metavar="PATH=WEIGHT",
-        help="intended adapters (default: the merged folder's manifest)",
-    )
-    p.add_argument("--method", help="merge method (default: the manifest's, else linear)")
-    _template_flags(p, "template evaluation will use; checked against the adapters'")
-    p.add_argument("--sample", type=int, help="check only N touched and N untouched tensors")
-    p.add_argument(
-        "--no-logits", action="store_true", help="skip the behaviour check (loads both models)"
-    )
-    p.add_argument("--report", help="verify.json path (default: <merged>/verify.json)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt checkpoints")
-    p.add_argument("--section", help="read the config from this section of the YAML file")
-    _add_common(p)
-    p.set_defaults(func=_cmd_verify)
-
-
-# ---------------------------------------------------------------- eval / score
-
-
-def _model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model folder (a merged checkpoint or a base alone)")
-    p.add_argument("--base", help="base model folder; with --adapter, merged in memory")
-    p.add_argument(
-        "--adapter", action="append", type=_adapter_weight, metavar="PATH=WEIGHT", help="repeatable"
-    )
-    p.add_argument("--method", help="merge method for --adapter (default linear)")
-    p.add_argument("--backend", choices=["hf", "vllm"])
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--batch-size", type=int)
-    _vllm_flags(p)
-    _template_flags(p)
-    p.add_argument(
-        "--allow-template-mismatch",
-        action="store_true",
-        help="evaluate with another template than the adapters were trained with (warns, recorded)",
-    )
-    p.add_argument(
-        "--allow-pickle", action="store_true", help="allow .bin/.pt model folders and adapters"
-    )
-    p.add_argument(
-        "--allow-hub",
-        action="store_true",
-        help="a --model/--base that is not a local folder may be downloaded from the model hub",
-    )
-    p.add_argument("--limit", type=int, help="first N items only")
-    p.add_argument("--out", help="results folder")
-    _force_flag(p)
-
-
-def _template_flags(
-    p: argparse.ArgumentParser,
-    template_help: str = "chat template: qwen3, qwen3_nothink, chatml, default",
-) -> None:
-    p.add_argument("--template", help=template_help)
-    p.add_argument(
-        "--enable-thinking",
-        dest="enable_thinking",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-    )
-
-
-def _force_flag(p: argparse.ArgumentParser, what: str = "replace an existing --out") -> None:
-    p.add_argument("--force", action="store_true", help=what)
-
-
-def _vllm_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--tensor-parallel-size", type=int, help="vllm: GPUs one model is split over (default 1)"
-    )
-    p.add_argument(
-        "--gpu-memory-utilization", type=float, help="vllm: share of GPU memory (default 0.9)"
-    )
-    p.add_argument("--max-model-len", type=int, help="vllm: context length (default the model's)")
-
-
-def _vllm_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        "tensor_parallel_size": args.tensor_parallel_size,
-        "gpu_memory_utilization": args.gpu_memory_utilization,
-        "max_model_len": args.max_model_len,
-    }
-
-
-def _model_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        **_vllm_overrides(args),
-        "model": args.model,
-        "base": args.base,
-        "adapters": args.adapter,
-        "method": args.method,
-        "backend": args.backend,
-        "device": args.device,
-        "dtype": args.dtype,
-        "batch_size": args.batch_size,
-        "template": args.template,
-        "enable_thinking": args.enable_thinking,
-        "allow_template_mismatch": args.allow_template_mismatch or None,
-        "allow_pickle": args.allow_pickle or None,
-        "allow_hub": args.allow_hub or None,
-        "limit": args.limit,
-        "out": args.out,
-        "force": args.force or None,
-    }
-
-
-def _decoding_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--preset", choices=["A", "B", "C"], help="A greedy; B T=0.6 top_p=0.8; C T=1.0 top_p=0.95"
-    )
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--seed", type=int)
-
-
-def _decoding_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {
-        "decoding.preset": args.preset,
-        "decoding.temperature": args.temperature,
-        "decoding.top_p": args.top_p,
-        "decoding.top_k": args.top_k,
-        "decoding.max_new_tokens": args.max_new_tokens,
-        "decoding.seed": args.seed,
-    }
-
-
-def _cmd_eval_gen(args: argparse.Namespace) -> int:
-    from medmerge.eval import GenEvalConfig, run_gen_eval
-
-    overrides = {
-        **_model_overrides(args),
-        **_decoding_overrides(args),
-        "data": args.data,
-        "format": args.format,
-        "language": args.language,
-    }
-    cfg = _stage_config(GenEvalConfig, args, overrides)
-    return run_gen_eval(cfg)
-
-
-def _cmd_eval_mcq(args: argparse.Namespace) -> int:
-    from medmerge.eval import McqEvalConfig, run_mcq_eval
-
-    overrides = {
-        **_model_overrides(args),
-        "data": args.data,
-        "format": args.format,
-        "mode": args.mode,
-        "continuation": args.continuation,
-        "chat": False if args.no_chat else None,
-        "language": args.language,
-        "few_shot": args.few_shot,
-        "few_shot_data": args.few_shot_data,
-        "medmcqa_cop_base": args.medmcqa_cop_base,
-        "seed": args.seed,
-        "max_new_tokens": args.max_new_tokens,
-    }
-    cfg = _stage_config(McqEvalConfig, args, overrides)
-    return run_mcq_eval(cfg)
-
-
-def _cmd_eval_safety(args: argparse.Namespace) -> int:
-    from medmerge.eval import SafetyConfig, run_safety_eval
-
-    models = [{"model": path} for path in args.model or []] or None
-    overrides = {
-        **_decoding_overrides(args),
-        "models": models,
-        "prompts": args.prompts,
-        **_vllm_overrides(args),
-        "backend": args.backend,
-        "device": args.device,
-        "template": args.template,
-        "enable_thinking": args.enable_thinking,
-        "allow_template_mismatch": args.allow_template_mismatch or None,
-        "out": args.out,
-        "force": args.force or None,
-    }
-    cfg = _stage_config(SafetyConfig, args, overrides)
-    return run_safety_eval(cfg)
-
-
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    evaluate = sub.add_parser("eval", help="evaluate a model or base + adapters (no export needed)")
-    eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
-
-    gen = eval_sub.add_parser(
-        "gen", help="generate answers; BLEU-4, ROUGE, sacreBLEU, reasoning leaks"
-    )
-    gen.add_argument(
-        "--data", help="Alpaca/ShareGPT, PubMedQA ori_pqal.json or JSON lines with prompt/reference"
-    )
-    gen.add_argument("--format", choices=["auto", "alpaca", "sharegpt", "pubmedqa", "columns"])
-    gen.add_argument(
-        "--language", choices=["auto", "en", "zh"], help="sacreBLEU tokenizer: 13a or zh"
-    )
-    _model_flags(gen)
-    _decoding_flags(gen)
-    gen.add_argument("--section", help="read the config from this section of the YAML file")
-    _add_common(gen)
-    gen.set_defaults(func=_cmd_eval_gen)
-
-    mcq = eval_sub.add_parser(
-        "mcq", help="multiple-choice accuracy (log-likelihood or generated letter)"
-    )
-    mcq.add_argument(
-        "--data", nargs="+", help="files or folders (MedQA, MedMCQA, PubMedQA, MMLU, CMMLU, ...)"
-    )
-    mcq.add_argument(
-        "--format",
-        help="auto (default), medqa, medmcqa, pubmedqa, mmlu, mmlu_hf, cmmlu, cmexam, ceval, headqa, columns",
-    )
-    mcq.add_argument("--mode", choices=["loglik", "generate"])
-    mcq.add_argument(
-        "--continuation", choices=["letter", "text"], help="what loglik scores per option"
-    )
-    mcq.add_argument(
-        "--no-chat", action="store_true", help="plain-text prompt, no chat template (loglik)"
-    )
-    mcq.add_argument("--language", choices=["auto", "en", "zh"])
-    mcq.add_argument("--few-shot", type=int, help="exemplars per question (seeded)")
-    mcq.add_argument(
-        "--few-shot-data", nargs="+", help="exemplar pool (default: the other questions)"
-    )
-    mcq.add_argument(
-        "--medmcqa-cop-base", type=int, choices=[0, 1], help="when the file cannot tell"
-    )
-    mcq.add_argument("--seed", type=int, help="few-shot sampling seed")
-    mcq.add_argument("--max-new-tokens", type=int, help="generate mode")
-    _model_flags(mcq)
-    mcq.add_argument("--section", help="read the config from this section of the YAML file")
-    _add_common(mcq)
-    mcq.set_defaults(func=_cmd_eval_mcq)
-
-    safety = eval_sub.add_parser(
-        "safety", help="bundled safety prompts, answers side by side, referral rate"
-    )
-    safety.add_argument(
-        "--model", action="append", help="model folder (repeatable; base + adapters via --config)"
-    )
-    safety.add_argument(
-        "--prompts", help="JSON lines with id, category, language, prompt (default: bundled)"
-    )
-    safety.add_argument("--backend", choices=["hf", "vllm"])
-    safety.add_argument("--device")
-    _vllm_flags(safety)
-    _template_flags(safety)
-    safety.add_argument("--allow-template-mismatch", action="store_true")
-    safety.add_argument("--out", help="results folder")
-    _force_flag(safety)
-    _decoding_flags(safety)
-    safety.add_argument("--section", help="read the config from this section of the YAML file")
-    _add_common(safety)
-    safety.set_defaults(func=_cmd_eval_safety)
-
-
-def _cmd_score(args: argparse.Namespace) -> int:
-    from medmerge.eval import ScoreConfig, run_score
-
-    overrides = {
-        "predictions": args.predictions,
-        "out": args.out,
-        "prediction_key": args.prediction_key,
-        "reference_key": args.reference_key,
-        "language": args.language,
-        "tokenizer": args.tokenizer,
-        "force": args.force or None,
-    }
-    cfg = _stage_config(ScoreConfig, args, overrides)
-    return run_score(cfg)
-
-
-def _add_score(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="generation and reasoning-leak metrics of a predictions file")
-    p.add_argument("--predictions", help="JSON lines with prediction and reference")
-    p.add_argument("--out", help="results folder")
-    p.add_argument("--prediction-key", help="field of the model output (default prediction)")
-    p.add_argument("--reference-key", help="field of the reference (default reference)")
-    p.add_argument("--language", choices=["auto", "en", "zh"])
-    p.add_argument("--tokenizer", help="tokenizer folder for token lengths")
-    _force_flag(p)
-    _add_common(p)
-    p.set_defaults(func=_cmd_score)
-
-
-# ---------------------------------------------------------------- sweep / diagnose / audit / report / run
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from medmerge.config import parse_set_overrides
-    from medmerge.sweep import run_sweep
-    from medmerge.sweep.config import build_sweep_config
-
-    overrides = {
-        **_vllm_overrides(args),
-        "out": args.out,
-        "backend": args.backend,
-        "progress": False if args.no_progress else None,
-        "force": args.force or None,
-    }
-    cfg = build_sweep_config(args.config_file, {**overrides, **parse_set_overrides(args.set)})
-    return run_sweep(cfg)
-
-
-def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="evaluate a grid of merge weights with the base loaded once")
-    p.add_argument(
-        "config_file", metavar="CONFIG.yaml", help="sweep config (see configs/sweep.yaml)"
-    )
-    p.add_argument("--out", help="sweep folder; finished points in it are skipped")
-    p.add_argument(
-        "--backend", choices=["hf", "vllm"], help="vllm: each point as one merged LoRA adapter"
-    )
-    _vllm_flags(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _force_flag(p, "discard the sweep folder's finished points and start over")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
-    _add_common(p, config=False)
-    p.set_defaults(func=_cmd_sweep)
-
-
-def _cmd_diagnose(args: argparse.Namespace) -> int:
-    from medmerge.sweep.diagnose import DiagnoseConfig, run_diagnose
-
-    overrides = {"out": args.out, "force": args.force or None}
-    cfg = _stage_config(DiagnoseConfig, args, overrides)
-    return run_diagnose(cfg)
-
-
-def _add_diagnose(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("diagnose", help="PT/SFT delta interference heatmaps and layer ablation")
-    p.add_argument("--out", help="diagnostics folder")
-    _force_flag(p)
-    _add_common(p)
-    p.set_defaults(func=_cmd_diagnose)
-
-
-def _cmd_audit_leakage(args: argparse.Namespace) -> int:
-    from medmerge.audit.leakage import AuditConfig, run_audit
-
-    overrides = {
-        "train": args.train,
-        "eval": args.eval,
-        "ngram": args.ngram,
-        "threshold": args.threshold,
-        "exclude": args.exclude,
-        "out": args.out,
-        "force": args.force or None,
-    }
-    cfg = _stage_config(AuditConfig, args, overrides)
-    return run_audit(cfg)
-
-
-def _add_audit(sub: argparse._SubParsersAction) -> None:
-    audit = sub.add_parser("audit", help="audits of the data around a run")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    p = audit_sub.add_parser("leakage", help="exact duplicates and n-gram overlap, train vs eval")
-    p.add_argument("--train", nargs="+", metavar="FILE", help="training data files")
-    p.add_argument("--eval", nargs="+", metavar="FILE", help="evaluation data files")
-    p.add_argument("--ngram", type=int, help="n-gram length (default 13)")
-    p.add_argument(
-        "--threshold", type=float, help="flag items whose overlap exceeds this (default 0)"
-    )
-    p.add_argument(
-        "--exclude", metavar="DIR", help="write decontaminated copies of the eval files here"
-    )
-    p.add_argument("--out", help="audit folder (leakage.json, items.jsonl)")
-    _force_flag(p)
-    _add_common(p)
-    p.set_defaults(func=_cmd_audit_leakage)
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from medmerge.report.build import ReportConfig, build_report
-
-    return build_report(ReportConfig(run_dir=args.run_dir, out=args.out, force=args.force))
-
-
-def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="report.md and a self-contained report.html of a run folder")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a `medmerge run` folder")
-    p.add_argument("--out", help="report folder (default RUN_DIR/report)")
-    _force_flag(p, "replace an existing report folder (never the run folder or its stages)")
-    _add_common(p, config=False)
-    p.set_defaults(func=_cmd_report)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from medmerge.pipeline import PipelineConfig, run_pipeline
-
-    overrides = {"out": args.out}
-    cfg = _stage_config(PipelineConfig, args, overrides, config_file=args.config_file)
-    return run_pipeline(cfg)
-
-
-def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="the whole chain from one YAML; finished stages are reused")
-    p.add_argument("config_file", metavar="PIPELINE.yaml", help="see configs/pipeline.yaml")
-    p.add_argument("--out", help="run folder")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
-    _add_common(p, config=False)
-    p.set_defaults(func=_cmd_run)
-
-
-# ---------------------------------------------------------------- demo
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _run_demo(cfg) -> int:
     from medmerge.demo import run_demo
 
-    return run_demo(args.out)
+    return run_demo(cfg.out)
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the whole pipeline on the bundled tiny model and sample data")
-    p.add_argument("--out", default="runs/demo", help="run folder (reused across runs)")
-    _add_common(p, config=False)
-    p.set_defaults(func=_cmd_demo)
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        ("base", "build"),
+        "build the tiny Qwen3 base model and tokenizer",
+        "medmerge base build --out runs/base --pretrain-steps 0",
+        "medmerge.base.build:BaseBuildConfig",
+        "medmerge.base.build:build_base",
+        returns_status=False,
+    ),
+    *(
+        Command(
+            ("train", stage),
+            what,
+            f"medmerge train {stage} --base runs/base --data {data} --out runs/{stage}",
+            "medmerge.train.config:TrainConfig",
+            "medmerge.train:train",
+            fixed=(("stage", stage),),
+            returns_status=False,
+        )
+        for stage, what, data in (
+            ("pt", "domain pretraining on raw text", "data/pt"),
+            ("sft", "supervised fine-tuning", "data/sft_en"),
+        )
+    ),
+    Command(
+        ("merge",),
+        "merge LoRA adapters into the base with chosen weights",
+        "medmerge merge --base runs/base --adapter runs/pt=0.3 --adapter runs/sft=0.7 "
+        "--out runs/merged",
+        "medmerge.merge.config:MergeConfig",
+        "medmerge.merge.run:run_merge",
+        **_EVAL,
+    ),
+    Command(
+        ("verify",),
+        "check a merged checkpoint against base + adapters",
+        "medmerge verify --base runs/base --merged runs/merged",
+        "medmerge.verify.config:VerifyConfig",
+        "medmerge.verify.run:run_verify",
+        **_EVAL,
+    ),
+    Command(
+        ("eval", "gen"),
+        "generate answers; BLEU-4, ROUGE, sacreBLEU, reasoning leaks",
+        "medmerge eval gen --model runs/merged --data data/qa_en --out runs/eval_gen",
+        "medmerge.eval.config:GenEvalConfig",
+        "medmerge.eval.run:run_gen_eval",
+        nested=("decoding",),
+        **_EVAL,
+    ),
+    Command(
+        ("eval", "mcq"),
+        "multiple-choice accuracy (log-likelihood or generated letter)",
+        "medmerge eval mcq --base runs/base --adapter runs/sft=1 --data data/mcq_en "
+        "--out runs/eval_mcq",
+        "medmerge.eval.config:McqEvalConfig",
+        "medmerge.eval.run:run_mcq_eval",
+        choices=(("format", lambda: ["auto", *_mcq_formats()]),),
+        **_EVAL,
+    ),
+    Command(
+        ("eval", "safety"),
+        "bundled safety prompts, answers side by side, referral rate",
+        "medmerge eval safety --model runs/base --model runs/merged --out runs/safety",
+        "medmerge.eval.config:SafetyConfig",
+        "medmerge.eval.run:run_safety_eval",
+        nested=("decoding",),
+        section=True,
+        spellings=(_MODELS,),
+    ),
+    Command(
+        ("score",),
+        "generation and reasoning-leak metrics of a predictions file",
+        "medmerge score --predictions preds.jsonl --out runs/score",
+        "medmerge.eval.config:ScoreConfig",
+        "medmerge.eval.run:run_score",
+    ),
+    Command(
+        ("sweep",),
+        "evaluate a grid of merge weights with the base loaded once",
+        "medmerge sweep configs/sweep.yaml --out runs/sweep",
+        "medmerge.sweep.config:SweepConfig",
+        "medmerge.sweep.run:run_sweep",
+        config="positional",
+        config_help="sweep config (see configs/sweep.yaml)",
+        builder="medmerge.sweep.config:build_sweep_config",
+    ),
+    Command(
+        ("diagnose",),
+        "PT/SFT delta interference heatmaps and layer ablation",
+        "medmerge diagnose --config diagnose.yaml --out runs/diagnose",
+        "medmerge.sweep.diagnose:DiagnoseConfig",
+        "medmerge.sweep.diagnose:run_diagnose",
+    ),
+    Command(
+        ("audit", "leakage"),
+        "exact duplicates and n-gram overlap, train vs eval",
+        "medmerge audit leakage --train data/sft_en --eval data/qa_en --out runs/audit",
+        "medmerge.audit.leakage:AuditConfig",
+        "medmerge.audit.leakage:run_audit",
+        spellings=(
+            Flag("train", metavar="FILE"),
+            Flag("eval", metavar="FILE"),
+            Flag("exclude", metavar="DIR"),
+        ),
+    ),
+    Command(
+        ("report",),
+        "report.md and a self-contained report.html of a run folder",
+        "medmerge report runs/demo",
+        "medmerge.report.build:ReportConfig",
+        "medmerge.report.build:build_report",
+        positional=("run_dir",),
+        config="none",
+    ),
+    Command(
+        ("run",),
+        "the whole chain from one YAML; finished stages are reused",
+        "medmerge run configs/pipeline.yaml --out runs/study",
+        "medmerge.pipeline:PipelineConfig",
+        "medmerge.pipeline:run_pipeline",
+        config="positional",
+        config_metavar="PIPELINE.yaml",
+        config_help="see configs/pipeline.yaml",
+    ),
+    Command(
+        ("demo",),
+        "the whole pipeline on the bundled tiny model and sample data",
+        "medmerge demo --out runs/demo",
+        _demo_schema,
+        "medmerge.cli:_run_demo",
+        config="none",
+    ),
+)
+
+GROUPS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("base",): ("the tiny default base model", "medmerge base build --out runs/base"),
+    ("train",): (
+        "train a LoRA adapter (pt: raw text, sft: QA pairs)",
+        "medmerge train sft --base runs/base --data data/sft_en --out runs/sft",
+    ),
+    ("eval",): (
+        "evaluate a model or base + adapters (no export needed)",
+        "medmerge eval mcq --model runs/merged --data data/mcq_en --out runs/eval_mcq",
+    ),
+    ("audit",): (
+        "audits of the data around a run",
+        "medmerge audit leakage --train data/sft_en --eval data/qa_en --out runs/audit",
+    ),
+}
 
 
-_REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_base,
-    _add_train,
-    _add_merge,
-    _add_verify,
-    _add_eval,
-    _add_score,
-    _add_sweep,
-    _add_diagnose,
-    _add_audit,
-    _add_report,
-    _add_run,
-    _add_demo,
+def _merge_methods():
+    from medmerge.lora.methods import METHODS  # the merge-method registry
+
+    return METHODS
+
+
+def _templates():
+    from medmerge.data.templates import TEMPLATES
+
+    return TEMPLATES
+
+
+def _mcq_formats():
+    from medmerge.eval.mcq_formats import LOADERS
+
+    return LOADERS
+
+
+def _before_import(cmd: Command) -> None:
+    """What main does after parsing, done first: a command's flags import its stage."""
+    if cmd.path[0] in _STREAMING_COMMANDS:
+        _idle_threads_sleep()
+    _quiet_libraries(cmd.path[0])
+
+
+def _import_failed(exc: BaseException, debug: bool) -> None:
+    """A stage that cannot even be imported to read its flags ends as its command would."""
+
+    def fail(args: argparse.Namespace) -> int:
+        raise exc
+
+    sys.exit(_dispatch(argparse.Namespace(func=fail, debug=debug)))
+
+
+TABLE = Table(
+    COMMANDS,
+    GROUPS,
+    choices={"method": _merge_methods, "template": _templates},
+    before_import=_before_import,
+    on_import_error=_import_failed,
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(table: Table = TABLE) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medmerge",
         description="Train PT and SFT LoRA adapters, merge them exactly, verify and evaluate the merge.",
+        epilog=example_epilog("medmerge demo --out runs/demo"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"medmerge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for register in _REGISTRARS:
-        register(sub)
+    table.add_to(parser)
     return parser
 
 

@@ -34,13 +34,17 @@ class AuditConfig(StageConfig):
 
     path_fields = ("train", "eval", "out", "exclude")
 
-    train: list[str] = Field(min_length=1)
-    eval: list[str] = Field(min_length=1)
-    ngram: int = Field(default=13, ge=1)
-    threshold: float = Field(default=0.0, ge=0, le=1)  # flagged when overlap > threshold
-    out: str
-    exclude: str | None = None  # folder for decontaminated copies of the eval files
-    force: bool = False
+    train: list[str] = Field(min_length=1, description="training data files")
+    eval: list[str] = Field(min_length=1, description="evaluation data files")
+    ngram: int = Field(default=13, ge=1, description="n-gram length")
+    threshold: float = Field(
+        default=0.0, ge=0, le=1, description="flag items whose overlap exceeds this"
+    )
+    out: str = Field(description="audit folder (leakage.json, items.jsonl)")
+    exclude: str | None = Field(
+        default=None, description="write decontaminated copies of the eval files here"
+    )
+    force: bool = Field(default=False, description="replace an existing --out")
 
 
 def tokens(text: str) -> list[str]:

@@ -31,23 +31,34 @@ class BaseBuildConfig(StageConfig):
 
     path_fields = ("out", "data_dir")
 
-    out: str = "runs/base"
-    data_dir: str | None = None  # default: the bundled sample data
-    seed: int = 0
-    vocab_size: int = Field(default=8192, ge=512)
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    head_dim: int = 32
-    max_position_embeddings: int = 2048
-    pretrain_steps: int = Field(default=300, ge=0)
-    batch_size: int = 8
-    seq_len: int = 256
-    learning_rate: float = 3e-3
-    save_dtype: Literal["fp32", "bf16"] = "fp32"  # the dtype of model.safetensors
-    force: bool = False
+    out: str = Field(default="runs/base", description="output folder (a Hugging Face model folder)")
+    data_dir: str | None = Field(
+        default=None,
+        description="folder of the corpus the tokenizer and pretraining read (default: the bundled sample data)",
+    )
+    seed: int = Field(
+        default=0, description="seed of the initial weights and the pretraining batches"
+    )
+    vocab_size: int = Field(default=8192, ge=512, description="tokenizer vocabulary size")
+    hidden_size: int = Field(default=128, description="model width")
+    intermediate_size: int = Field(default=384, description="MLP width")
+    num_layers: int = Field(default=4, description="decoder layers")
+    num_heads: int = Field(default=4, description="attention heads")
+    num_kv_heads: int = Field(default=2, description="key/value heads (grouped-query attention)")
+    head_dim: int = Field(default=32, description="width of one attention head")
+    max_position_embeddings: int = Field(
+        default=2048, description="longest context the model accepts"
+    )
+    pretrain_steps: int = Field(
+        default=300, ge=0, description="brief pretraining steps; 0 skips it"
+    )
+    batch_size: int = Field(default=8, description="pretraining batch size")
+    seq_len: int = Field(default=256, description="pretraining sequence length")
+    learning_rate: float = Field(default=3e-3, description="pretraining learning rate")
+    save_dtype: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="the dtype of model.safetensors"
+    )
+    force: bool = Field(default=False, description="replace an existing --out")
 
 
 def qwen3_config(cfg: BaseBuildConfig, vocab_size: int, special_ids: dict[str, int]) -> Qwen3Config:

@@ -93,27 +93,37 @@ class SweepConfig(EngineSettings):
 
     path_fields = ("base", "adapters", "out")
 
-    base: str
+    base: str = Field(description="base model folder")
     adapters: list[SweepAdapter] = Field(min_length=1)
     # label -> weights, or "complement" (1 - the sum of the others) for at most one adapter.
     grid: dict[str, list[float] | Literal["complement"]]
-    method: str = "linear"
+    method: str = Field(default="linear", description="merge method of every point")
     templates: list[TemplateChoice] = Field(default_factory=lambda: [TemplateChoice()])
     decodings: dict[str, DecodingChoice] = Field(
         default_factory=lambda: {"A": DecodingChoice(preset="A", max_new_tokens=64)}
     )
     suites: SweepSuites
     recommend: Recommendation = Field(default_factory=Recommendation)
-    device: str = "cpu"
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
-    batch_size: int = Field(default=16, ge=1)
-    allow_template_mismatch: bool = False
-    allow_pickle: bool = False
-    out: str
+    device: str = Field(default="cpu", description="auto, cpu, cuda, cuda:1")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="dtype the model is loaded in"
+    )
+    batch_size: int = Field(default=16, ge=1, description="hf: prompts per batch")
+    allow_template_mismatch: bool = Field(
+        default=False,
+        description="evaluate with another template than the adapters were trained with (warns, recorded)",
+    )
+    allow_pickle: bool = Field(
+        default=False,
+        description="allow .bin/.pt model folders and adapters (pickles can run code)",
+    )
+    out: str = Field(description="sweep folder; finished points in it are skipped")
     # Discard the finished points of the sweep already in `out` and start over; the new sweep
     # replaces the old folder only once complete. Never replaces a folder that is not a sweep.
-    force: bool = False
-    progress: bool = True
+    force: bool = Field(
+        default=False, description="discard the sweep folder's finished points and start over"
+    )
+    progress: bool = Field(default=True, description="show a progress bar")
 
     @model_validator(mode="after")
     def _check_grid(self) -> SweepConfig:

@@ -33,42 +33,72 @@ class TrainConfig(StageConfig):
     path_fields = ("base", "data", "out")
 
     stage: Literal["pt", "sft"]
-    base: str
-    data: list[str | DataFile] = Field(min_length=1)
-    out: str
+    base: str = Field(description="base model folder")
+    data: list[str | DataFile] = Field(min_length=1, description="data file(s) or folder(s)")
+    out: str = Field(description="adapter output folder")
     # data reading
-    text_column: str | None = None  # PT: column/field holding the text (default "text")
-    data_format: Literal["auto", "alpaca", "sharegpt"] = "auto"  # SFT
+    text_column: str | None = Field(
+        default=None, description="PT: column/field holding the text (default text)"
+    )
+    data_format: Literal["auto", "alpaca", "sharegpt"] = Field(
+        default="auto", description="SFT: the data's layout"
+    )
     columns: dict[str, str] = Field(default_factory=dict)  # SFT: field-name mapping
-    max_samples: int | None = Field(default=None, ge=1)
+    max_samples: int | None = Field(default=None, ge=1, description="use the first N examples only")
     # formatting
-    template: str = "qwen3"
-    enable_thinking: bool = True
-    cutoff_len: int = Field(default=256, ge=8)
-    packing: bool | None = None  # default: on for PT, off for SFT
+    template: str = Field(default="qwen3", description="chat template")
+    enable_thinking: bool = Field(
+        default=True, description="render the reasoning (<think>) part of the template"
+    )
+    cutoff_len: int = Field(
+        default=256, ge=8, description="longest example in tokens; longer ones are cut"
+    )
+    packing: bool | None = Field(
+        default=None,
+        description="pack examples into full sequences (default: on for PT, off for SFT)",
+    )
     # LoRA and optimisation
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    learning_rate: float = Field(default=2e-4, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
-    warmup_steps: int = Field(default=0, ge=0)
-    num_epochs: float = Field(default=1.0, gt=0)
-    max_steps: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=4, ge=1)  # per process
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    seed: int = 42
-    precision: Literal["fp32", "bf16"] = "fp32"
-    logging_steps: int = Field(default=1, ge=1)
+    optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="optimizer")
+    learning_rate: float = Field(default=2e-4, gt=0, description="peak learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, description="weight decay")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="gradient-norm clip")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="learning-rate schedule"
+    )
+    warmup_ratio: float = Field(
+        default=0.0, ge=0, lt=1, description="share of the steps spent warming up"
+    )
+    warmup_steps: int = Field(
+        default=0, ge=0, description="warm-up steps (over --warmup-ratio when set)"
+    )
+    num_epochs: float = Field(default=1.0, gt=0, description="passes over the data")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="stop after N optimizer steps (over --num-epochs)"
+    )
+    batch_size: int = Field(default=4, ge=1, description="examples per step per process")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="micro-batches per optimizer step"
+    )
+    seed: int = Field(default=42, description="seed of the LoRA init, shuffling and dropout")
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="training precision")
+    logging_steps: int = Field(default=1, ge=1, description="log the loss every N steps")
     # Held-out examples (a count) whose mean loss is logged every eval_steps and at the end.
-    val_size: int = Field(default=0, ge=0)
-    eval_steps: int = Field(default=20, ge=1)
-    save_steps: int = Field(default=50, ge=1)  # checkpoint cadence, for resuming
-    progress: bool = True
-    force: bool = False
-    trust_remote_code: bool = False
+    val_size: int = Field(
+        default=0,
+        ge=0,
+        description="held-out examples whose mean loss is logged every --eval-steps and at the end",
+    )
+    eval_steps: int = Field(default=20, ge=1, description="held-out loss every N steps")
+    save_steps: int = Field(
+        default=50, ge=1, description="checkpoint cadence in steps, for resuming"
+    )
+    progress: bool = Field(default=True, description="show a progress bar")
+    force: bool = Field(default=False, description="replace an existing --out")
+    trust_remote_code: bool = Field(
+        default=False,
+        description="run the model folder's own Python code (transformers' trust_remote_code)",
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> TrainConfig:
