@@ -183,3 +183,57 @@ def test_a_field_type_the_rule_cannot_spell_is_named_when_listed():
     cmd = Command(("toy",), "t", "medmerge toy", lambda: ToyConfig, "x:y", flags=("weights",))
     with pytest.raises(TypeError, match=r"ToyConfig\.weights"):
         TABLE.specs(cmd, ToyConfig)
+
+
+# ---------------------------------------------------------------- today's spellings keep working
+
+
+def _config(argv: list[str]):
+    args = build_parser().parse_args(argv)
+    path = tuple(argv[: 2 if argv[0] in {p[0] for p in TABLE.groups} else 1])
+    cmd = next(c for c in TABLE.commands if c.path == path)
+    return TABLE.config(cmd, args)
+
+
+def test_legacy_flags_map_to_the_config_keys_they_always_set():
+    merge = _config(
+        [
+            *("merge", "--base", "b", "--adapter", "pt=0.3", "--adapter", "sft=0.7"),
+            *("--out", "o", "--no-verify", "--adapter-rank", "auto", "--force", "--allow-pickle"),
+        ]
+    )
+    assert [(a.path, a.weight) for a in merge.adapters] == [("pt", 0.3), ("sft", 0.7)]
+    assert (merge.verify, merge.adapter_rank, merge.force, merge.allow_pickle) == (
+        False,
+        "auto",
+        True,
+        True,
+    )
+    train = _config(["train", "pt", "--base", "b", "--data", "x", "y", "--out", "o"])
+    assert (train.stage, train.data, train.enable_thinking) == ("pt", ["x", "y"], True)
+    assert _config(["train", "sft", "--base", "b", "--data", "x", "--out", "o"]).stage == "sft"
+    gen = _config(
+        [
+            *("eval", "gen", "--model", "m", "--data", "d", "--out", "o", "--preset", "C"),
+            *("--top-p", "0.5", "--seed", "3", "--enable-thinking", "--set", "decoding.top_k=4"),
+        ]
+    )
+    assert (gen.decoding.preset, gen.decoding.top_p, gen.decoding.seed) == ("C", 0.5, 3)
+    assert (gen.decoding.top_k, gen.enable_thinking) == (4, True)
+    mcq = _config(
+        [
+            *("eval", "mcq", "--model", "m", "--data", "a", "b", "--out", "o", "--no-chat"),
+            *("--medmcqa-cop-base", "1", "--seed", "5", "--max-new-tokens", "8"),
+        ]
+    )
+    assert (mcq.chat, mcq.data, mcq.medmcqa_cop_base) == (False, ["a", "b"], 1)
+    assert (mcq.seed, mcq.max_new_tokens) == (5, 8)
+    safety = _config(["eval", "safety", "--model", "a", "--model", "b", "--out", "o"])
+    assert [m.model for m in safety.models] == ["a", "b"]
+    verify = _config(["verify", "--base", "b", "--merged", "m", "--no-logits", "--sample", "2"])
+    assert (verify.logits, verify.sample, verify.enable_thinking) == (False, 2, None)
+    audit = _config(["audit", "leakage", "--train", "t", "--eval", "e", "--out", "o"])
+    assert (audit.train, audit.eval, audit.ngram) == (["t"], ["e"], 13)
+    report = _config(["report", "runs/x"])
+    assert (report.run_dir, report.out, report.force) == ("runs/x", None, False)
+    assert _config(["demo"]).out == "runs/demo"

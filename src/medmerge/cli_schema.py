@@ -140,10 +140,16 @@ def field_at(schema: type, key: str) -> Any:
     return current.model_fields[parts[-1]]
 
 
-def _default_text(info: Any) -> str:
-    if info.is_required():
+def _default_text(schema: type, key: str) -> str:
+    """' (default: X)', read from the schema; a nested key from its parent's default value."""
+    parent, _, leaf = key.rpartition(".")
+    info = field_at(schema, key)
+    if parent:
+        default = getattr(field_at(schema, parent).get_default(call_default_factory=True), leaf)
+    elif info.is_required():
         return ""
-    default = info.get_default(call_default_factory=True)
+    else:
+        default = info.get_default(call_default_factory=True)
     if default is None or default == [] or default == {} or hasattr(default, "model_fields"):
         return ""
     if isinstance(default, bool):
@@ -181,8 +187,10 @@ def flag_specs(cmd: Command, schema: type, choices: dict[str, Iterable[str]]) ->
             kwargs["metavar"] = "{" + ",".join(choices[leaf]) + "}"
         if flag.metavar:
             kwargs["metavar"] = flag.metavar
+        elif "choices" not in kwargs and kwargs.get("action") is not argparse.BooleanOptionalAction:
+            kwargs.setdefault("metavar", leaf.upper())  # TOP_P, not DECODING.TOP_P
         help_text = flag.help or info.description or ""
-        kwargs["help"] = (help_text + _default_text(info)).replace("%", "%%")
+        kwargs["help"] = (help_text + _default_text(schema, key)).replace("%", "%%")
         if key in cmd.positional:
             kwargs["metavar"] = kwargs.get("metavar") or leaf.upper()
             names: tuple[str, ...] = (key,)
