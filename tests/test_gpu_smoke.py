@@ -7,9 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+# a minute of CPU: the whole chain in a subprocess (slow tier)
+@pytest.mark.slow
 def test_gpu_smoke_dry_run(tmp_path):
     out = tmp_path / "smoke"
     result = subprocess.run(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -26,6 +27,8 @@ def _launch(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedP
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+# two processes on a 2-core machine (slow tier)
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tiny_base, pt_file, tmp_path):
     common = ["train", "pt", "--base", str(tiny_base), "--data", str(pt_file), "--max-steps", "4"]
     common += [
