@@ -15,7 +15,7 @@ from medmerge.errors import ConfigError
 from medmerge.eval.backends import Backend, load_backend
 from medmerge.eval.config import ModelSpec
 from medmerge.manifest import git_revision, package_versions, read_manifest, sha256_file
-from medmerge.verify.provenance import check_template
+from medmerge.provenance import check_template
 
 
 def load_adapters(spec: ModelSpec, allow_pickle: bool = False) -> list[Any]:

@@ -22,33 +22,7 @@ from medmerge.lora.adapters import Adapter
 from medmerge.lora.delta import all_touched
 from medmerge.lora.plan import WeightPlan
 from medmerge.manifest import model_identity
-
-_IDENTITY_KEYS = ("config_sha256", "weights_digest")
-
-
-def recorded_base_mismatch(adapter: Adapter, identity: dict[str, str]) -> str | None:
-    """A one-line description of how the adapter's recorded base differs, or None."""
-    recorded = (adapter.manifest or {}).get("base") or {}
-    for key in _IDENTITY_KEYS:
-        if recorded.get(key) and recorded[key] != identity.get(key):
-            what = "config" if key == "config_sha256" else "weights"
-            return (
-                f"{adapter.path}: adapter was trained on {recorded.get('path', 'another base')} whose {what} "
-                f"differ from --base {identity.get('path')}; pass the base it was trained on"
-            )
-    return None
-
-
-def has_recorded_base(adapter: Adapter) -> bool:
-    recorded = (adapter.manifest or {}).get("base") or {}
-    return any(recorded.get(key) for key in _IDENTITY_KEYS)
-
-
-def check_identity(adapters: Sequence[Adapter], identity: dict[str, str]) -> None:
-    for adapter in adapters:
-        problem = recorded_base_mismatch(adapter, identity)
-        if problem:
-            raise MergeError(problem)
+from medmerge.provenance import check_identity, has_recorded_base
 
 
 def check_shapes(

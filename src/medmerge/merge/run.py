@@ -15,7 +15,6 @@ from medmerge.artifacts import check_output_free, guard_inputs, staged_output
 from medmerge.checkpoints import DTYPE_NAMES, Checkpoint
 from medmerge.errors import MergeError
 from medmerge.lora import MergeSpec, check_shapes, get_method
-from medmerge.lora.fit import check_identity, has_recorded_base
 from medmerge.lora.methods import methods_with
 from medmerge.manifest import (
     MANIFEST_NAME,
@@ -26,7 +25,7 @@ from medmerge.manifest import (
 from medmerge.merge.adapter_export import export_adapter
 from medmerge.merge.config import MergeConfig
 from medmerge.merge.full_export import MergeJob, export_full, resolve_dtype
-from medmerge.sidefiles import side_file_digests
+from medmerge.provenance import check_identity, has_recorded_base, side_file_digests
 
 MERGED_ADAPTER_DIR = "merged_adapter"
 

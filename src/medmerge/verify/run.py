@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medmerge import provenance
 from medmerge.architectures import architecture_of
 from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock, refuse_if_locked
 from medmerge.checkpoints import Checkpoint, Scratch, read_ahead
@@ -26,7 +27,6 @@ from medmerge.lora import (
     get_method,
 )
 from medmerge.manifest import model_identity, read_manifest
-from medmerge.verify import provenance
 from medmerge.verify.config import VerifyConfig
 from medmerge.verify.recovery import Recovery, solve
 from medmerge.verify.recovery import diagnose as diagnose_weights

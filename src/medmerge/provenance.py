@@ -1,16 +1,78 @@
-"""Provenance checks: recorded bases, adapter hashes, the merged folder's own files, templates."""
+"""Provenance checks, beside the manifest they read: the base an adapter recorded, the template it
+was trained with, adapter hashes and manifests, and the merged folder's own files.
+
+merge, the in-memory merge (eval, sweep, diagnose) and verify call these; each returns or raises
+one line per problem. The small files a model folder carries beside its weights (config,
+tokenizer, chat template) are recorded by merge (`side_file_digests`) and checked by verify
+against that record and against the base's own files, so an edited tokenizer or chat template
+is noticed though no tensor changed.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medmerge.lora import Adapter
-from medmerge.lora.fit import recorded_base_mismatch
+from medmerge.errors import MergeError
 from medmerge.manifest import MANIFEST_NAME, file_matches, sha256_file
-from medmerge.sidefiles import side_file_digests
+
+if TYPE_CHECKING:  # for the annotations only: lora imports this module
+    from medmerge.lora.adapters import Adapter
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+# Files medmerge itself writes into a merged folder, or that differ from the base by design.
+NOT_SIDE_FILES = {
+    MANIFEST_NAME,
+    "verify.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+}
+
+
+def side_files(folder: str | os.PathLike) -> list[Path]:
+    """The folder's non-weight files, by name (sub-folders such as merged_adapter/ excluded)."""
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and p.name not in NOT_SIDE_FILES and not p.name.endswith(WEIGHT_SUFFIXES)
+    )
+
+
+def side_file_digests(folder: str | os.PathLike) -> dict[str, str]:
+    """sha256 of each side file, by name."""
+    return {p.name: sha256_file(p) for p in side_files(folder)}
+
+
+_IDENTITY_KEYS = ("config_sha256", "weights_digest")
+
+
+def recorded_base_mismatch(adapter: Adapter, identity: dict[str, str]) -> str | None:
+    """A one-line description of how the adapter's recorded base differs, or None."""
+    recorded = (adapter.manifest or {}).get("base") or {}
+    for key in _IDENTITY_KEYS:
+        if recorded.get(key) and recorded[key] != identity.get(key):
+            what = "config" if key == "config_sha256" else "weights"
+            return (
+                f"{adapter.path}: adapter was trained on {recorded.get('path', 'another base')} whose {what} "
+                f"differ from --base {identity.get('path')}; pass the base it was trained on"
+            )
+    return None
+
+
+def has_recorded_base(adapter: Adapter) -> bool:
+    recorded = (adapter.manifest or {}).get("base") or {}
+    return any(recorded.get(key) for key in _IDENTITY_KEYS)
+
+
+def check_identity(adapters: Sequence[Adapter], identity: dict[str, str]) -> None:
+    for adapter in adapters:
+        problem = recorded_base_mismatch(adapter, identity)
+        if problem:
+            raise MergeError(problem)
 
 
 def check_template(
