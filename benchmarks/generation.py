@@ -57,7 +57,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from medmerge.data.templates import get_template
-    from medmerge.eval.backends import HFBackend
+    from medmerge.eval.backends.hf import HFBackend
     from medmerge.eval.config import ModelSpec
     from medmerge.eval.mcq_data import load_mcq
 

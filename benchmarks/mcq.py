@@ -41,7 +41,7 @@ def bench_model(workdir: Path) -> Path:
 
 def medmerge_run(model: Path, items, continuation: str, batch_size: int):
     """(seconds, records) for `score_loglik` over the items, zero-shot, plain-text prompts."""
-    from medmerge.eval.backends import HFBackend
+    from medmerge.eval.backends.hf import HFBackend
     from medmerge.eval.config import ModelSpec
     from medmerge.eval.mcq import FORMATS, McqTask, score_loglik
 

@@ -114,16 +114,14 @@ def run_sweep_once(config: Path, out: Path) -> float:
 
 def run_eval_only(config: Path) -> float:
     """The sweep's evaluation calls, one loaded model, no weights switched: the work alone."""
-    from medmerge.eval.backends import HFBackend
+    from medmerge.eval.backends import load_backend
     from medmerge.eval.config import ModelSpec
     from medmerge.sweep.config import build_sweep_config
     from medmerge.sweep.evaluate import evaluate_gen, evaluate_mcq, load_gen_suite, load_mcq_suite
 
     cfg = build_sweep_config(config, {"out": "unused"})
     started = time.perf_counter()
-    backend = HFBackend(
-        ModelSpec(model=cfg.base), device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
-    )
+    backend = load_backend(ModelSpec(model=cfg.base), cfg)
     gens = [load_gen_suite(s) for s in cfg.suites.gen]
     mcqs = [load_mcq_suite(s) for s in cfg.suites.mcq]
     choice, decoding = cfg.templates[0], next(iter(cfg.decodings.values()))

@@ -6,12 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from medmerge.eval.backends import (
-    HFBackend,
-    LoglikRequest,
-    continuation_split,
-    group_by_prefix,
-)
+from medmerge.eval.backends import LoglikRequest
+from medmerge.eval.backends.base import continuation_split
+from medmerge.eval.backends.hf import HFBackend, group_by_prefix
 from medmerge.eval.config import ModelSpec
 
 QUESTIONS = [

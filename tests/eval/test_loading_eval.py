@@ -25,7 +25,7 @@ from transformers import Qwen3ForCausalLM
 from helpers import tiny_qwen3_config
 from medmerge.cli import main
 from medmerge.errors import MergeError
-from medmerge.eval.backends import HFBackend
+from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.config import ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medmerge.errors import ConfigError
-from medmerge.eval.backends import HFBackend, LoglikRequest
+from medmerge.eval.backends import LoglikRequest
+from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.config import GenEvalConfig, McqEvalConfig, ModelSpec, ScoreConfig
 from medmerge.eval.run import run_gen_eval, run_mcq_eval, run_score
 from medmerge.manifest import model_identity, write_manifest

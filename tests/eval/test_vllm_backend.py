@@ -18,14 +18,15 @@ from transformers import AutoModelForCausalLM
 from helpers import fake_vllm as vllm_stand_in
 from medmerge.cli import main
 from medmerge.errors import ConfigError
-from medmerge.eval.backends import HFBackend, LoglikRequest, load_backend
-from medmerge.eval.config import Decoding, EngineSettings, McqEvalConfig, ModelSpec
-from medmerge.eval.vllm_backend import (
+from medmerge.eval.backends import LoglikRequest, load_backend
+from medmerge.eval.backends.hf import HFBackend
+from medmerge.eval.backends.vllm import (
     VLLMBackend,
     merged_lora_rank,
     sampling_arguments,
     vllm_max_lora_rank,
 )
+from medmerge.eval.config import Decoding, EngineSettings, McqEvalConfig, ModelSpec
 from medmerge.lora import load_adapter
 from medmerge.manifest import model_identity, write_manifest
 
@@ -141,16 +142,19 @@ def test_new_weights_get_a_new_adapter_id(fake_vllm, tiny_base, adapters):
     backend = VLLMBackend(spec, VLLM, loaded)
     first = backend.loglikelihood(REQUESTS[:1])
     old_folder = Path(backend.lora.request.lora_path)
-    backend.use_weights((1.0, 0.0))
-    assert not old_folder.exists() and backend.lora.request.lora_int_id == 2
+    with backend.merged((1.0, 0.0)):
+        assert not old_folder.exists() and backend.lora.request.lora_int_id == 2
+        moved = backend.loglikelihood(REQUESTS[:1])
     at_pt = HFBackend(
         ModelSpec(base=str(tiny_base), adapters=[{"path": str(adapters[0]), "weight": 1.0}]),
         device="cpu",
         adapters=loaded[:1],
     )
-    moved = backend.loglikelihood(REQUESTS[:1])
     assert moved == pytest.approx(at_pt.loglikelihood(REQUESTS[:1]), abs=1e-4)
     assert abs(moved[0] - first[0]) > 1e-3
+    # after the block the opened merge is served again, under a fresh id
+    assert backend.loglikelihood(REQUESTS[:1]) == pytest.approx(first, abs=1e-6)
+    assert backend.lora.request.lora_int_id == 3
 
 
 def test_mcq_cli_with_vllm_records_the_engine(fake_vllm, tiny_base, adapters, repo, tmp_path):

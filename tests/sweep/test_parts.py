@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from medmerge.eval.backends.hf import ThinkPenalty
 from medmerge.sweep.config import Recommendation
 from medmerge.sweep.interference import principal_cosines, tensor_interference
-from medmerge.sweep.mitigation import ThinkPenalty
 from medmerge.sweep.pareto import pareto_front, recommend
 
 

@@ -62,7 +62,7 @@ def test_point_equals_exported_checkpoint_and_rerun_skips(sweep_values, tmp_path
         raise AssertionError("a finished point was evaluated again")
 
     monkeypatch.setattr(sweep_run, "_evaluate_cell", fail)
-    monkeypatch.setattr(sweep_run, "HFBackend", fail)
+    monkeypatch.setattr(sweep_run, "load_backend", fail)
     assert run_sweep(cfg) == 0  # everything is in points/: no model is even loaded
 
 
@@ -90,7 +90,7 @@ def test_interrupted_sweep_resumes(sweep_values, monkeypatch):
 def test_weights_restored_after_sweep(sweep_values, tiny_base):
     from transformers import AutoModelForCausalLM
 
-    from medmerge.eval.backends import HFBackend
+    from medmerge.eval.backends.hf import HFBackend
 
     captured = {}
     real_init = HFBackend.__init__

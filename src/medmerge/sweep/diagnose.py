@@ -10,22 +10,16 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from medmerge.artifacts import staged_output
 from medmerge.checkpoints import Checkpoint
 from medmerge.config import StageConfig
-from medmerge.eval.backends import HFBackend
-from medmerge.eval.config import ModelSpec
-from medmerge.lora import (
-    WeightPlan,
-    apply_merged_delta,
-    check_shapes,
-    load_adapter,
-    restore_weights,
-)
+from medmerge.eval.backends import load_backend
+from medmerge.eval.config import EngineSettings, ModelSpec
+from medmerge.lora import WeightPlan, check_shapes, load_adapter
 from medmerge.manifest import write_manifest
 from medmerge.progress import progress_bar
 from medmerge.report.plots import plot_heatmap, plot_layer_ablation
@@ -51,8 +45,11 @@ class Ablation(StageConfig):
     ranges: list[list[int]] | None = None  # [[first, last], ...]; default: each layer alone
 
 
-class DiagnoseConfig(StageConfig):
-    """`medmerge diagnose`: delta norms, cosines and subspace overlap; layer ablation."""
+class DiagnoseConfig(EngineSettings):
+    """`medmerge diagnose`: delta norms, cosines and subspace overlap; layer ablation.
+
+    The ablation runs on `backend` (hf or vllm) with the engine settings a sweep takes.
+    """
 
     path_fields = ("base", "adapters", "out")
 
@@ -60,7 +57,10 @@ class DiagnoseConfig(StageConfig):
     adapters: list[SweepAdapter] = Field(min_length=2, max_length=2)
     ablation: Ablation | None = None
     device: str = Field(default="cpu", description="cpu, cuda, cuda:1")
-    batch_size: int = Field(default=16, ge=1, description="prompts per batch in the ablation")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="dtype the model is loaded in for the ablation"
+    )
+    batch_size: int = Field(default=16, ge=1, description="hf: prompts per batch in the ablation")
     out: str = Field(description="diagnostics folder")
     force: bool = Field(default=False, description="replace an existing --out")
     progress: bool = Field(default=True, description="show a progress bar")
@@ -83,21 +83,24 @@ def _ablation_plans(ablation: Ablation, n_layers: int) -> list[tuple[str, Weight
     return plans
 
 
+def layer_count(base: str) -> int:
+    """The decoder layers of `base`, from its config.json (any architecture's key for it)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base)
+    return int(config.get_text_config().num_hidden_layers)
+
+
 def run_ablation(cfg: DiagnoseConfig, adapters: list) -> list[dict[str, Any]]:
     ablation = cfg.ablation
-    backend = HFBackend(
-        ModelSpec(base=cfg.base), device=cfg.device, dtype="fp32", batch_size=cfg.batch_size
-    )
     loaded = load_gen_suite(ablation.suite)
-    plans = _ablation_plans(ablation, backend.model.config.num_hidden_layers)
+    plans = _ablation_plans(ablation, layer_count(cfg.base))
+    backend = load_backend(ModelSpec(base=cfg.base), cfg, adapters)  # a linear merge
     rows = []
     with progress_bar(len(plans), "layer ablation", enabled=cfg.progress) as bar:
         for name, plan in plans:
-            originals = apply_merged_delta(backend.model, adapters, plan)
-            try:
+            with backend.merged(plan):
                 res = evaluate_gen(backend, loaded, ablation.template, ablation.decoding)
-            finally:
-                restore_weights(backend.model, originals)
             leak = res["leakage"]
             rows.append(
                 {
@@ -134,7 +137,7 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run_diagnose(cfg: DiagnoseConfig) -> int:
-    adapters = [load_adapter(a.path) for a in cfg.adapters]
+    adapters = [load_adapter(a.path, cfg.allow_pickle) for a in cfg.adapters]
     check_shapes(adapters, Checkpoint(cfg.base))  # merge's own refusal of a foreign adapter
     rows = interference_table(_base_state(cfg.base), adapters)
     ablation = run_ablation(cfg, adapters) if cfg.ablation else []

@@ -19,7 +19,7 @@ from medmerge.eval.mcq_data import load_mcq
 from medmerge.eval.mcq_formats import McqItem
 from medmerge.eval.metrics import detect_language
 from medmerge.sweep.config import DecodingChoice, GenSuite, McqSuite, TemplateChoice
-from medmerge.sweep.mitigation import backend_think_penalty, penalized_token_ids
+from medmerge.sweep.mitigation import penalized_token_ids
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def evaluate_gen(
     template = get_template(choice.template)
     resolved = decoding.resolved()
     ids = penalized_token_ids(backend.tokenizer, decoding.penalize_markers)
-    with backend_think_penalty(backend, ids, decoding.think_penalty):
+    with backend.token_penalty(ids, decoding.think_penalty):
         rows = generate_answers(loaded.items, backend, template, choice.enable_thinking, resolved)
     results, _ = score_outputs(
         [r["prediction"] for r in rows],

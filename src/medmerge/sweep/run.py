@@ -1,8 +1,8 @@
 """`medmerge sweep`: load the base once, move through the weight grid in memory, evaluate.
 
-With backend hf, each grid point's merged delta is applied with merge's exact
-`apply_merged_delta` and undone with `restore_weights`; with backend vllm, each point is
-exported as one exact merged LoRA adapter (a few MB) and served on the base vLLM loaded once.
+The backend (`backend:`, eval/backends) loads the base once and serves each grid point
+inside `backend.merged(weights)`: hf adds the exact merged delta to the weights and puts
+them back after; vllm serves the point as one exact merged LoRA adapter (a few MB).
 No checkpoint is written. Every finished cell (a weight point under one template and, for
 generation, one decoding) is saved to points/ as it completes, keyed by the content of every
 input (base, adapters, suite files), so a rerun skips it and a changed file recomputes it.
@@ -32,17 +32,10 @@ from medmerge.artifacts import (
 )
 from medmerge.checkpoints import Checkpoint
 from medmerge.errors import MedmergeError
-from medmerge.eval.backends import Backend, HFBackend, load_backend
+from medmerge.eval.backends import Backend, load_backend
 from medmerge.eval.config import ModelSpec
 from medmerge.eval.session import template_check
-from medmerge.eval.vllm_backend import VLLMBackend
-from medmerge.lora import (
-    WeightPlan,
-    apply_merged_delta,
-    check_shapes,
-    load_adapter,
-    restore_weights,
-)
+from medmerge.lora import check_shapes, load_adapter
 from medmerge.manifest import (
     MANIFEST_NAME,
     model_identity,
@@ -177,36 +170,8 @@ def _inputs(cfg: SweepConfig, adapters: list) -> dict[str, Any]:
 
 
 def _open_backend(cfg: SweepConfig, adapters: list) -> Backend:
-    """The base, loaded once: in transformers (deltas applied per point) or in vLLM."""
-    if cfg.backend == "vllm":
-        first = cfg.weight_points()[0]
-        spec = ModelSpec(
-            base=cfg.base,
-            adapters=[
-                {"path": a.path, "weight": w} for a, w in zip(cfg.adapters, first, strict=True)
-            ],
-            method=cfg.method,
-        )
-        return VLLMBackend(spec, cfg, adapters)
-    return HFBackend(
-        ModelSpec(base=cfg.base), device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
-    )
-
-
-@contextlib.contextmanager
-def _merged_at(
-    backend: Backend, adapters: list, weights: tuple[float, ...], method: str
-) -> Iterator[None]:
-    """Inside the block the backend runs base + the merge at `weights`."""
-    if isinstance(backend, VLLMBackend):
-        backend.use_weights(weights)
-        yield
-        return
-    originals = apply_merged_delta(backend.model, adapters, WeightPlan(weights), method)
-    try:
-        yield
-    finally:
-        restore_weights(backend.model, originals)
+    """The base, loaded once, with the adapters ready to merge at each point (`merged`)."""
+    return load_backend(ModelSpec(base=cfg.base, method=cfg.method), cfg, adapters)
 
 
 def run_sweep(cfg: SweepConfig) -> int:
@@ -250,7 +215,7 @@ def _sweep_into(cfg: SweepConfig, folder: Path, started: float) -> str:
             for weights, cells in todo.items():
                 if not cells:
                     continue
-                with _merged_at(backend, adapters, weights, cfg.method):
+                with backend.merged(weights):
                     for cell in cells:
                         store.put(cell, _evaluate_cell(backend, cfg, cell, gens, mcqs))
                         bar.advance(1)

@@ -1,72 +1,36 @@
-"""Model backends behind one interface: `loglikelihood(requests)` and `generate(requests)`.
+"""The transformers backend: batched scoring (right padding) and generation (left padding).
 
-HFBackend runs transformers on CPU or GPU, for a model folder or a base with adapters
-applied in memory at their weights (medmerge.merge's exact in-memory merge; no export).
-VLLMBackend (eval/vllm_backend.py, the optional extra medmerge[vllm]) runs a model folder,
-or the base with the merge as one exact LoRA adapter through vLLM's LoRA support.
-
-Log-likelihood follows lm-evaluation-harness: context + continuation are tokenized
-together and the continuation is the tokens after the first len(tokenize(context)) ones;
-the model reads the whole string once and the continuation's token log-probs are summed.
+It runs a model folder, or a base with adapters merged in memory at their weights
+(medmerge.lora's exact in-memory merge; no export). Opened on a base with adapters and no
+weights, `merged(plan)` adds a point's merged delta to the weights and puts the originals
+back after the block; the think penalty is a forward hook on the output layer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from medmerge.errors import MergeError
+from medmerge.errors import ConfigError, MergeError
+from medmerge.eval.backends.base import (
+    Generation,
+    LoglikRequest,
+    as_plan,
+    continuation_split,
+    decode_generation,
+    local_spec,
+    model_source_identity,
+    spec_plan,
+)
 from medmerge.eval.config import EngineSettings, ModelSpec
-from medmerge.loading import load_causal_lm, load_tokenizer, resolve_model_folder
-from medmerge.manifest import model_identity
-
-
-@dataclass(frozen=True)
-class LoglikRequest:
-    context: str
-    continuation: str
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str  # decoded up to (not including) the first stop token
-    tokens: int  # generated tokens, stop token excluded
-    stopped: bool  # ended on a stop token rather than max_new_tokens
-
-
-class Backend(Protocol):
-    identity: dict[str, Any]
-    tokenizer: Any
-
-    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[float]: ...
-
-    def generate(
-        self, prompts: Sequence[str], decoding: dict[str, Any], stop_ids: Sequence[int]
-    ) -> list[Generation]: ...
-
-
-def decode_generation(tokenizer: Any, ids: Sequence[int], stop_ids: Sequence[int]) -> Generation:
-    """The text of generated `ids` up to (not including) the first stop token."""
-    stops = set(stop_ids)
-    cut = next((i for i, t in enumerate(ids) if t in stops), None)
-    kept = list(ids if cut is None else ids[:cut])
-    text = tokenizer.decode(kept, skip_special_tokens=False)
-    return Generation(text=text, tokens=len(kept), stopped=cut is not None)
-
-
-def continuation_split(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], int]:
-    """(ids of context + continuation, number of continuation tokens), lm-eval style."""
-    whole = list(tokenizer(context + continuation, add_special_tokens=False)["input_ids"])
-    n_context = len(tokenizer(context, add_special_tokens=False)["input_ids"])
-    n_continuation = len(whole) - n_context
-    if n_continuation <= 0 or n_context == 0:
-        raise ValueError(f"continuation {continuation!r} adds no token after its context")
-    return whole, n_continuation
+from medmerge.loading import load_causal_lm, load_tokenizer
+from medmerge.lora import WeightPlan, apply_merged_delta, restore_weights
 
 
 @dataclass
@@ -127,47 +91,16 @@ def resolve_device(device: str) -> str:
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def model_source_identity(spec: ModelSpec, adapters: Sequence[Any] = ()) -> dict[str, Any]:
-    """What was evaluated: the folder's hashes, or the base's plus each adapter's and weight."""
-    if spec.model is not None:
-        return {"model": model_identity(spec.model)}
-    return {
-        "base": model_identity(spec.base),
-        "method": spec.method,
-        "adapters": [
-            {"path": str(Path(a.path).resolve()), "weight": w.weight, **a.hashes()}
-            for a, w in zip(adapters, spec.adapters, strict=True)
-        ],
-    }
-
-
-def local_spec(spec: ModelSpec, allow_hub: bool, allow_pickle: bool) -> ModelSpec:
-    """`spec` with its model or base resolved to a local folder (a hub download if allowed)."""
-    key = "model" if spec.model is not None else "base"
-    folder = resolve_model_folder(
-        getattr(spec, key), allow_hub=allow_hub, allow_pickle=allow_pickle
-    )
-    return spec if str(folder) == getattr(spec, key) else spec.model_copy(update={key: str(folder)})
-
-
 def apply_adapters(
     model: torch.nn.Module,
-    spec: ModelSpec,
     adapters: Sequence[Any],
-    base_identity: dict[str, str] | None = None,
+    plan: WeightPlan,
+    method: str,
 ) -> None:
-    """The exact in-memory merge, after the checks `medmerge merge` makes before writing."""
-    from medmerge.lora import (
-        WeightPlan,
-        all_finite,
-        all_touched,
-        apply_merged_delta,
-        check_in_memory_merge,
-    )
+    """The exact in-memory merge at `plan`, refused when a merged tensor overflows its dtype."""
+    from medmerge.lora import all_finite, all_touched
 
-    check_in_memory_merge(adapters, model, spec.base, base_identity)
-    plan = WeightPlan(tuple(a.weight for a in spec.adapters))
-    apply_merged_delta(model, adapters, plan, spec.method)
+    apply_merged_delta(model, adapters, plan, method)
     parameters = dict(model.named_parameters())
     for name in sorted(all_touched(adapters)):
         if not all_finite(parameters[name]):
@@ -177,8 +110,62 @@ def apply_adapters(
             )
 
 
+class ThinkPenalty:
+    """LogitsProcessor: scores[:, ids] -= gamma (pass in `logits_processor=[...]`)."""
+
+    def __init__(self, token_ids: Sequence[int], gamma: float) -> None:
+        self.token_ids = torch.tensor(list(token_ids), dtype=torch.long)
+        self.gamma = float(gamma)
+
+    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
+        if self.gamma == 0 or self.token_ids.numel() == 0:
+            return scores
+        scores = scores.clone()
+        scores[:, self.token_ids.to(scores.device)] -= self.gamma
+        return scores
+
+
+@contextlib.contextmanager
+def think_penalty(model: torch.nn.Module, token_ids: Sequence[int], gamma: float) -> Iterator[None]:
+    """While inside, the model's output logits of `token_ids` are lowered by gamma.
+
+    Equivalent to ThinkPenalty placed first among the logits processors (temperature and
+    top-p then act on the shifted scores); use it around generation only, not scoring.
+    """
+    if gamma == 0 or not token_ids:
+        yield
+        return
+    processor = ThinkPenalty(token_ids, gamma)
+
+    def shift(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        flat = output.reshape(-1, output.shape[-1])
+        return processor(None, flat).reshape(output.shape)
+
+    handle = model.get_output_embeddings().register_forward_hook(shift)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class HFBackend:
     """transformers causal LM: batched scoring (right padding) and generation (left padding)."""
+
+    name = "hf"
+
+    @classmethod
+    def from_engine(
+        cls, spec: ModelSpec, engine: EngineSettings, adapters: Sequence[Any] = ()
+    ) -> HFBackend:
+        return cls(
+            spec,
+            device=engine.device,
+            dtype=engine.dtype,
+            batch_size=engine.batch_size,
+            adapters=adapters,
+            allow_pickle=engine.allow_pickle,
+            allow_hub=engine.allow_hub,
+        )
 
     def __init__(
         self,
@@ -198,8 +185,15 @@ class HFBackend:
         self.tokenizer = load_tokenizer(folder)
         self.model = load_causal_lm(folder, dtype=torch_dtype, allow_pickle=allow_pickle)
         identity = model_source_identity(spec, adapters)
+        self.adapters, self.method = list(adapters), spec.method
+        # applied once, for good (no originals kept)
+        self._fixed_merge = spec_plan(spec) if adapters else None
         if adapters:
-            apply_adapters(self.model, spec, adapters, identity.get("base"))
+            from medmerge.lora import check_in_memory_merge
+
+            check_in_memory_merge(adapters, self.model, spec.base, identity.get("base"))
+        if self._fixed_merge is not None:
+            apply_adapters(self.model, adapters, self._fixed_merge, spec.method)
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.identity = {
@@ -318,19 +312,23 @@ class HFBackend:
         new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
         return [decode_generation(self.tokenizer, ids, stop_ids) for ids in new_tokens]
 
+    @contextlib.contextmanager
+    def merged(self, plan: WeightPlan | Sequence[float]) -> Iterator[None]:
+        """The merged delta at `plan` added to the weights in place; the originals put back
+        bit for bit after the block."""
+        if not self.adapters:
+            raise ConfigError("merged(): this backend was opened without adapters to merge")
+        if self._fixed_merge is not None:
+            raise ConfigError(
+                "merged(): backend hf holds its merge in the weights (no originals kept); "
+                "open it on the base with the adapters and no weights to switch merges"
+            )
+        originals = apply_merged_delta(self.model, self.adapters, as_plan(plan), self.method)
+        try:
+            yield
+        finally:
+            restore_weights(self.model, originals)
 
-def load_backend(spec: ModelSpec, engine: EngineSettings, adapters: Sequence[Any] = ()) -> Backend:
-    """The backend `engine.backend` names, set up from a stage config's engine settings."""
-    if engine.backend == "vllm":
-        from medmerge.eval.vllm_backend import VLLMBackend
-
-        return VLLMBackend(spec, engine, adapters)
-    return HFBackend(
-        spec,
-        device=engine.device,
-        dtype=engine.dtype,
-        batch_size=engine.batch_size,
-        adapters=adapters,
-        allow_pickle=engine.allow_pickle,
-        allow_hub=engine.allow_hub,
-    )
+    def token_penalty(self, token_ids: Sequence[int], gamma: float) -> AbstractContextManager[None]:
+        """A forward hook on the output layer shifts the logits, before any sampling step."""
+        return think_penalty(self.model, token_ids, gamma)

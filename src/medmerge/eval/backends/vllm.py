@@ -1,4 +1,4 @@
-"""vLLM behind the Backend interface (the optional extra medmerge[vllm]).
+"""vLLM behind the Backend protocol (the optional extra medmerge[vllm]).
 
 A model folder runs as it is. A base with adapters runs with the weighted merge as ONE
 exact LoRA adapter (merge.adapter_export: A' = [A_i], B' = [w_i s_i B_i], so B' A' is the
@@ -7,27 +7,31 @@ checkpoint is written, and a sweep swaps in each weight point's adapter under a 
 
 Scoring and decoding follow HFBackend: log-likelihoods are summed from prompt logprobs over
 the same token split (`continuation_split`), prompts go in as token ids, and the generated
-ids are decoded and cut at the first stop token the way HFBackend does.
+ids are decoded and cut at the first stop token the way HFBackend does. vLLM itself is
+imported when a VLLMBackend is opened, not with this module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from medmerge.checkpoints import Checkpoint
 from medmerge.errors import ConfigError
-from medmerge.eval.backends import (
+from medmerge.eval.backends.base import (
     Generation,
     LoglikRequest,
+    as_plan,
     continuation_split,
     decode_generation,
     local_spec,
     model_source_identity,
+    spec_plan,
 )
 from medmerge.eval.config import EngineSettings, ModelSpec
 from medmerge.loading import check_model_folder, load_tokenizer
@@ -100,7 +104,7 @@ def check_servable(adapters: Sequence[Adapter], method: str) -> None:
 class MergedLora:
     """The weighted merge of `adapters` as one exact adapter folder, and its vLLM request.
 
-    `use(weights)` exports the merge at new weights into the scratch folder under a fresh
+    `use(plan)` exports the merge at a new weight plan into the scratch folder under a fresh
     LoRA id (vLLM caches adapters by id, so an id is never reused for other weights) and
     removes the previous point's folder.
     """
@@ -114,20 +118,19 @@ class MergedLora:
         # Beside vLLM's workers on this machine; TMPDIR chooses where.
         self._scratch = tempfile.TemporaryDirectory(prefix="medmerge-vllm-lora-")
         self._last_id = 0
-        self.weights: tuple[float, ...] | None = None
+        self.plan: WeightPlan | None = None
         self.request: Any = None
 
-    def use(self, weights: Sequence[float]) -> Any:
-        """The LoRARequest of the merge at `weights` (exported now unless already current)."""
+    def use(self, plan: WeightPlan) -> Any:
+        """The LoRARequest of the merge at `plan` (exported now unless already current)."""
         from vllm.lora.request import LoRARequest
 
-        weights = tuple(float(w) for w in weights)
-        if weights == self.weights:
+        if plan == self.plan:
             return self.request
         self._last_id += 1
         folder = Path(self._scratch.name) / f"merge-{self._last_id}"
         folder.mkdir()
-        export_adapter(self.adapters, WeightPlan(weights), self.base, folder, rank=None)
+        export_adapter(self.adapters, plan, self.base, folder, rank=None)
         if self.request is not None:
             shutil.rmtree(self.request.lora_path, ignore_errors=True)
         self.request = LoRARequest(
@@ -135,7 +138,7 @@ class MergedLora:
             lora_int_id=self._last_id,
             lora_path=str(folder),
         )
-        self.weights = weights
+        self.plan = plan
         return self.request
 
 
@@ -196,6 +199,14 @@ def check_local_folder(folder: str, allow_pickle: bool) -> None:
 class VLLMBackend:
     """vLLM for a model folder, or a base plus the exact merge of its adapters as one LoRA."""
 
+    name = "vllm"
+
+    @classmethod
+    def from_engine(
+        cls, spec: ModelSpec, engine: EngineSettings, adapters: Sequence[Adapter] = ()
+    ) -> VLLMBackend:
+        return cls(spec, engine, adapters)
+
     def __init__(
         self, spec: ModelSpec, engine: EngineSettings, adapters: Sequence[Adapter] = ()
     ) -> None:
@@ -209,8 +220,10 @@ class VLLMBackend:
             check_shapes(adapters, self.lora.base)
             check_identity(adapters, source["base"])
         self.tokenizer = load_tokenizer(folder)  # the one HFBackend uses
-        if self.lora is not None:  # exported before the engine starts: errors come early
-            self.lora.use([a.weight for a in spec.adapters])
+        # the merge served now; None: the model or the base alone
+        self.plan = spec_plan(spec) if self.lora is not None else None
+        if self.plan is not None:  # exported before the engine starts: errors come early
+            self.lora.use(self.plan)
         arguments = engine_arguments(engine, self.lora)
         self.llm = vllm.LLM(model=folder, **arguments)
         self.logit_bias: dict[int, float] = {}  # added to the logits while generating
@@ -226,11 +239,27 @@ class VLLMBackend:
             "max_lora_rank": arguments.get("max_lora_rank"),
         }
 
-    def use_weights(self, weights: Sequence[float]) -> None:
-        """Run the merge at `weights` from now on (a sweep's next point); no reload of the base."""
+    @contextlib.contextmanager
+    def merged(self, plan: WeightPlan | Sequence[float]) -> Iterator[None]:
+        """Serve the merge at `plan` inside the block (a fresh adapter id; the base is not
+        reloaded); after it, what was served before (re-exported only when next used)."""
         if self.lora is None:
-            raise ValueError("use_weights needs a backend opened on a base with adapters")
-        self.lora.use(weights)
+            raise ConfigError("merged(): this backend was opened without adapters to merge")
+        previous, self.plan = self.plan, as_plan(plan)
+        self.lora.use(self.plan)  # exported on entry, so an export error comes here
+        try:
+            yield
+        finally:
+            self.plan = previous
+
+    @contextlib.contextmanager
+    def token_penalty(self, token_ids: Sequence[int], gamma: float) -> Iterator[None]:
+        """A logit bias of -gamma on `token_ids`; vLLM adds it before temperature and top-p."""
+        self.logit_bias = {int(i): -float(gamma) for i in token_ids} if gamma else {}
+        try:
+            yield
+        finally:
+            self.logit_bias = {}
 
     def _run(self, prompts: list[list[int]], params: Any) -> list[Any]:
         """One vLLM call over token-id prompts, through the merged adapter when there is one."""
@@ -238,7 +267,7 @@ class VLLMBackend:
             [{"prompt_token_ids": ids} for ids in prompts],
             params,
             use_tqdm=False,
-            lora_request=self.lora.request if self.lora else None,
+            lora_request=self.lora.use(self.plan) if self.plan is not None else None,
         )
         if [list(o.prompt_token_ids) for o in outputs] != prompts:
             raise RuntimeError("vLLM returned its outputs in another order than the prompts")
