@@ -307,7 +307,7 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
         adapters=labelled,
         ablation=ablation,
         out=d["diagnose"],
-        device=sweep.device,
+        **_engine_of(sweep),
     )
     report = ReportConfig(run_dir=str(layout.root), out=d["report"])
     suites = sweep.data_files()
@@ -350,6 +350,13 @@ def _external_inputs(cfg: PipelineConfig, stages: dict[str, Stage]) -> list[str]
     """The files the run reads but does not make: its YAML files and every data file."""
     files = [cfg.base, cfg.pt, cfg.sft, cfg.merge, cfg.verify, cfg.sweep]
     return list(dict.fromkeys([*files, *(f for s in stages.values() for f in s.data)]))
+
+
+def _engine_of(sweep: SweepConfig) -> dict[str, Any]:
+    """The sweep's engine (backend, device, vLLM settings) for the diagnose stage's ablation;
+    diagnose keeps its own dtype and batch size."""
+    shared = set(EngineSettings.model_fields) & set(type(sweep).model_fields)
+    return sweep.model_dump(include=shared - {"dtype", "batch_size"})
 
 
 def run_pipeline(cfg: PipelineConfig) -> int:
