@@ -14,13 +14,19 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from medmerge.errors import MergeError
 from medmerge.manifest import MANIFEST_NAME, file_matches, sha256_file
 
-if TYPE_CHECKING:  # for the annotations only: lora imports this module
-    from medmerge.lora.adapters import Adapter
+
+class Adapter(Protocol):
+    """What these checks read of an adapter (medmerge.lora.Adapter; lora imports this module)."""
+
+    path: Path
+    manifest: dict[str, Any] | None
+
+    def hashes(self) -> dict[str, str]: ...
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
