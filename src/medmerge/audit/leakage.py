@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from medmerge.artifacts import staged_output
+from medmerge.artifacts import atomic_write_json, staged_output
 from medmerge.audit.records import read_records, write_without
 from medmerge.config import StageConfig
 from medmerge.errors import DataError
@@ -146,7 +146,7 @@ def run_audit(cfg: AuditConfig) -> int:
         with open(folder / "items.jsonl", "w", encoding="utf-8") as handle:
             for rows in per_file.values():
                 handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        (folder / "leakage.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+        atomic_write_json(folder / "leakage.json", report)
         write_manifest(folder, "audit-leakage", {"config": cfg.model_dump()})
     for file, summary in report["eval"].items():
         print(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from medmerge.artifacts import atomic_write_json
 from medmerge.data.records import iter_json_lines, parse_json_document, read_text, split_lines
 from medmerge.errors import DataError
 
@@ -91,7 +92,7 @@ def write_without(path: str | Path, drop: set[str], out: str | Path) -> int:
         else:
             data = {k: v for k, v in data.items() if str(k) not in drop}
             kept = len(data)
-        target.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", "utf-8")
+        atomic_write_json(target, data, indent=1)
         return kept
     lines = [ln for i, ln in enumerate(split_lines(text)) if ln.strip() and str(i + 1) not in drop]
     target.write_text("".join(ln + "\n" for ln in lines), "utf-8")

@@ -6,7 +6,6 @@ pretrain it briefly on the mixture from `corpus.py`, save a standard HF folder.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -17,7 +16,7 @@ import torch
 from pydantic import Field
 from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-from medmerge.artifacts import staged_output
+from medmerge.artifacts import atomic_write_json, staged_output
 from medmerge.base.corpus import pretraining_documents, raw_texts
 from medmerge.base.tokenizer import train_tokenizer
 from medmerge.config import StageConfig
@@ -147,7 +146,7 @@ def build_base(cfg: BaseBuildConfig) -> Path:
             model = model.to(torch.bfloat16)
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / "pretrain_losses.json").write_text(json.dumps(losses))
+        atomic_write_json(staging / "pretrain_losses.json", losses, indent=None)
         write_manifest(
             staging,
             "base",

@@ -8,13 +8,12 @@ which layers wake the thinking up.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from medmerge.artifacts import staged_output
+from medmerge.artifacts import atomic_write_json, staged_output
 from medmerge.checkpoints import Checkpoint
 from medmerge.config import StageConfig
 from medmerge.eval.backends import load_backend
@@ -162,7 +161,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> int:
             "ablation": ablation,
             "heatmaps": heatmaps,
         }
-        (folder / "diagnostics.json").write_text(json.dumps(payload, indent=2) + "\n", "utf-8")
+        atomic_write_json(folder / "diagnostics.json", payload)
         write_manifest(folder, "diagnose", {"config": cfg.model_dump()})
     mean_cos = sum(r["cosine"] for r in rows) / len(rows) if rows else 0.0
     print(

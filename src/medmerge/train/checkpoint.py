@@ -17,6 +17,7 @@ from accelerate.utils import DistributedType
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from medmerge.artifacts import atomic_write_json
 from medmerge.errors import ConfigError
 
 STATE_FILE = "run_state.json"
@@ -41,7 +42,7 @@ def open_partial(out: str | os.PathLike, config_hash: str, force: bool) -> Path:
                 )
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"config_hash": config_hash}))
+    atomic_write_json(state, {"config_hash": config_hash}, indent=None)
     return work
 
 
@@ -83,7 +84,7 @@ def save_checkpoint(work: Path, step: int, accelerator, model, optimizer, schedu
                 },
                 folder / "trainer_state.pt",
             )
-        (folder / "step.json").write_text(json.dumps({"step": step}))
+        atomic_write_json(folder / "step.json", {"step": step}, indent=None)
         (folder / "complete").touch()
         for old in sorted(work.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
             shutil.rmtree(old, ignore_errors=True)
