@@ -273,7 +273,14 @@ def test_disk_full_during_training_leaves_nothing_finished(tiny_base, adapters, 
 
 
 def _kill_when(args: list[str], ready, sig: int, timeout: float = 240) -> subprocess.Popen:
-    process = subprocess.Popen([MEDMERGE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [MEDMERGE, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # A job started in the background of a script inherits SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler: give the child Ctrl-C as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + timeout
     while not ready() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
