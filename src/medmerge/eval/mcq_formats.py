@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -384,15 +386,102 @@ def _answer_index(value: Any, options: list[Any], source: str) -> int:
     raise DataError(f"{source}: answer {value!r} is not a letter, an index or an option text")
 
 
-LOADERS: dict[str, Callable[[Path, dict[str, Any]], Iterator[McqItem]]] = {
-    "medqa": load_medqa,
-    "medmcqa": load_medmcqa,
-    "pubmedqa": load_pubmedqa,
-    "mmlu": load_mmlu,
-    "mmlu_hf": load_mmlu_hf,
-    "cmmlu": load_cmmlu,
-    "cmexam": load_cmexam,
-    "ceval": load_ceval,
-    "headqa": load_headqa,
-    "columns": load_columns,
+# ------------------------------------------------------------------ the registry
+
+
+class FileProbe:
+    """What format detection looks at, read lazily: suffix, CSV header, JSON document, first record."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.suffix = file.suffix.lower()
+
+    @cached_property
+    def csv_header(self) -> list[str]:
+        return next(_csv_rows(self.file))[1]
+
+    @cached_property
+    def document(self) -> Any:
+        """The whole file as one JSON document; None when it is not one (e.g. JSON lines)."""
+        try:
+            return json.loads(read_text(self.file))
+        except json.JSONDecodeError:
+            return None
+
+    @cached_property
+    def first_record(self) -> tuple[int, dict[str, Any]]:
+        return next(iter_json_records(self.file))
+
+    @property
+    def record_keys(self) -> set[str]:
+        return set(self.first_record[1])
+
+
+def record_has(*keys: str) -> Callable[[FileProbe], bool]:
+    """A detection rule: the first JSON record has all of `keys`."""
+    return lambda probe: set(keys) <= probe.record_keys
+
+
+def _is_pubmedqa(probe: FileProbe) -> bool:
+    data = probe.document
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and all(isinstance(v, dict) and "QUESTION" in v for v in list(data.values())[:5])
+    )
+
+
+def _is_headqa(probe: FileProbe) -> bool:
+    return isinstance(probe.document, dict) and isinstance(probe.document.get("exams"), dict)
+
+
+def _is_cmmlu(probe: FileProbe) -> bool:
+    header = probe.csv_header
+    return bool(header) and header[0] == "" and "Question" in header and "Answer" in header
+
+
+def _is_mmlu(probe: FileProbe) -> bool:
+    header = probe.csv_header
+    return len(header) >= 4 and header[-1].strip().upper() in LETTERS
+
+
+@dataclass(frozen=True)
+class Loader:
+    """One format: how to load it and how auto-detection recognises it.
+
+    Detection tries the loaders whose `suffixes` include the file's, lowest `priority` first,
+    and takes the first whose `detect` accepts the file; `detect=None` means by name only.
+    """
+
+    load: Callable[[Path, dict[str, Any]], Iterator[McqItem]]
+    suffixes: tuple[str, ...] = ()
+    detect: Callable[[FileProbe], bool] | None = None
+    priority: int = 50
+
+    def __call__(self, file: Path, options: dict[str, Any]) -> Iterator[McqItem]:
+        return self.load(file, options)
+
+
+_JSON = (".json", ".jsonl")
+
+LOADERS: dict[str, Loader] = {
+    "medqa": Loader(load_medqa, _JSON, record_has("options", "answer_idx"), 30),
+    "medmcqa": Loader(load_medmcqa, _JSON, record_has("opa", "cop"), 40),
+    "pubmedqa": Loader(load_pubmedqa, (".json",), _is_pubmedqa, 20),
+    "mmlu": Loader(load_mmlu, (".csv",), _is_mmlu, 90),
+    "mmlu_hf": Loader(
+        load_mmlu_hf,
+        (".parquet", *_JSON),
+        lambda p: p.suffix == ".parquet" or {"choices", "answer"} <= p.record_keys,
+        50,
+    ),
+    "cmmlu": Loader(load_cmmlu, (".csv",), _is_cmmlu, 10),
+    "cmexam": Loader(
+        load_cmexam, (".csv",), lambda p: {"Question", "Options"} <= set(p.csv_header), 20
+    ),
+    "ceval": Loader(
+        load_ceval, (".csv",), lambda p: {"question", "answer", "A", "B"} <= set(p.csv_header), 30
+    ),
+    "headqa": Loader(load_headqa, (".json",), _is_headqa, 10),
+    "columns": Loader(load_columns),
 }
