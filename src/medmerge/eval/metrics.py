@@ -8,12 +8,19 @@
   has no words after segmentation scores 0.
 - sacrebleu: corpus BLEU with tokenizer 13a (English) or zh (Chinese), with its signature.
 Different numbers: LLaMA-Factory's BLEU is character-level, so it is not sacreBLEU's.
+
+METRICS is the one list of numbers: how each is computed from predictions and references,
+and where it shows (sweep-table columns, their across-suite averages, the report's columns,
+the trade-off plot's panels, the Pareto objectives). Adding a metric is one entry here.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -67,8 +74,137 @@ def corpus_sacrebleu(predictions: Sequence[str], references: Sequence[str], lang
     return {"score": float(result.score), "signature": str(bleu.get_signature())}
 
 
+@lru_cache(maxsize=256)
+def _rouge(prediction: str, reference: str) -> dict[str, float]:
+    """rouge1/2/L come from one segmentation; the three entries share it."""
+    return sentence_rouge(prediction, reference)
+
+
+def _sacrebleu(predictions: Sequence[str], references: Sequence[str], language: str) -> dict:
+    sacre = corpus_sacrebleu(predictions, references, language)
+    return {"sacrebleu": sacre["score"], "sacrebleu_signature": sacre["signature"]}
+
+
+Results = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number: how it is computed and where it shows.
+
+    Computed (in results.json `metrics.raw` / `metrics.no_think`): `sample` scores one
+    prediction against its reference and is averaged over samples (and kept per item);
+    `corpus` scores the whole set and returns its keys. A number computed elsewhere (leak
+    rates, MCQ accuracy) has neither and only a `read`.
+    Shown: `read` takes the sweep-table value `<suite>.<name>` from one suite's results
+    (`suite` "gen" or "mcq"); `average` adds the across-suite mean as column `column`;
+    `report` / `plot` give its position among the report's sweep columns / the trade-off
+    plot's panels (0: not shown); `objective` is +1 (maximise) or -1 (minimise) on the
+    Pareto front, 0 for none. `overlay` draws another column dotted on its panel.
+    """
+
+    name: str
+    label: str = ""
+    sample: Callable[[str, str], float] | None = None
+    corpus: Callable[[Sequence[str], Sequence[str], str], dict[str, object]] | None = None
+    read: Callable[[Results], float | None] | None = None
+    suite: str = "gen"
+    average: bool = True
+    report: int = 0
+    plot: int = 0
+    objective: int = 0
+    overlay: tuple[str, str] | None = None
+
+    @property
+    def column(self) -> str:
+        """The across-suite column: the name itself, `avg_<name>` for MCQ numbers."""
+        return self.name if self.suite == "gen" else f"avg_{self.name}"
+
+
+def raw(key: str) -> Callable[[Results], Any]:
+    """A reader: `key` of the metrics on the raw outputs."""
+    return lambda results: results["metrics"]["raw"][key]
+
+
+def no_think(key: str) -> Callable[[Results], Any]:
+    """A reader: `key` of the metrics on the outputs with think blocks removed."""
+    return lambda results: results["metrics"]["no_think"][key]
+
+
+def leak(key: str) -> Callable[[Results], Any]:
+    """A reader: `key` of the leakage summary."""
+    return lambda results: results["leakage"][key]
+
+
+def _mean_of(key: str) -> Callable[[Results], Any]:
+    return lambda results: (results["leakage"][key] or {}).get("mean")
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "bleu4",
+        "BLEU-4 (char, x100)",
+        sample=sentence_bleu4,
+        read=raw("bleu4"),
+        report=1,
+        plot=1,
+        objective=1,
+        overlay=("bleu4_no_think", "think removed"),
+    ),
+    Metric("rouge1", sample=lambda p, r: _rouge(p, r)["rouge1"]),
+    Metric("rouge2", sample=lambda p, r: _rouge(p, r)["rouge2"]),
+    Metric("rougeL", sample=lambda p, r: _rouge(p, r)["rougeL"], read=raw("rougeL"), report=3),
+    Metric("sacrebleu", corpus=_sacrebleu),
+    Metric("bleu4_no_think", read=no_think("bleu4"), report=2),
+    Metric(
+        "think_tag_rate",
+        "think-tag rate",
+        read=leak("think_tag_rate"),
+        report=4,
+        plot=3,
+        objective=-1,
+    ),
+    Metric("nonempty_think_rate", read=leak("nonempty_think_rate")),
+    Metric("marker_rate", read=leak("marker_rate"), report=5),
+    Metric("len_tokens", read=_mean_of("length_tokens"), report=6),
+    Metric("len_chars", read=_mean_of("length_chars"), average=False),
+    Metric(
+        "accuracy",
+        "multiple-choice accuracy",
+        read=lambda results: results["accuracy"],
+        suite="mcq",
+        report=7,
+        plot=2,
+        objective=1,
+    ),
+    Metric(
+        "accuracy_norm", read=lambda results: results["accuracy_norm"], suite="mcq", average=False
+    ),
+)
+
+
+def table_metrics(suite: str | None = None) -> list[Metric]:
+    """The metrics with a sweep-table column, of one suite kind or all, in METRICS order."""
+    return [m for m in METRICS if m.read is not None and suite in (None, m.suite)]
+
+
+def report_columns() -> list[str]:
+    """The report's sweep columns, in their `report` order."""
+    return [m.column for m in sorted((m for m in METRICS if m.report), key=lambda m: m.report)]
+
+
+def plot_panels() -> list[Metric]:
+    """The trade-off plot's panels, in their `plot` order."""
+    return sorted((m for m in METRICS if m.plot), key=lambda m: m.plot)
+
+
+def pareto_objectives() -> tuple[tuple[str, int], ...]:
+    """(column, +1 to maximise or -1 to minimise) of every Pareto objective."""
+    return tuple((m.column, m.objective) for m in METRICS if m.objective)
+
+
 def sample_scores(prediction: str, reference: str) -> dict[str, float]:
-    return {"bleu4": sentence_bleu4(prediction, reference), **sentence_rouge(prediction, reference)}
+    return {m.name: m.sample(prediction, reference) for m in METRICS if m.sample is not None}
 
 
 def generation_metrics(
@@ -78,13 +214,13 @@ def generation_metrics(
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     per_item = [sample_scores(p, r) for p, r in zip(predictions, references, strict=True)]
-    summary: dict[str, object] = {
-        key: float(np.mean([s[key] for s in per_item])) if per_item else 0.0
-        for key in ("bleu4", "rouge1", "rouge2", "rougeL")
-    }
-    sacre = corpus_sacrebleu(predictions, references, language)
-    summary["sacrebleu"] = sacre["score"]
-    summary["sacrebleu_signature"] = sacre["signature"]
+    summary: dict[str, object] = {}
+    for metric in METRICS:
+        if metric.sample is not None:
+            scores = [s[metric.name] for s in per_item]
+            summary[metric.name] = float(np.mean(scores)) if per_item else 0.0
+        if metric.corpus is not None:
+            summary.update(metric.corpus(predictions, references, language))
     return summary, per_item
 
 

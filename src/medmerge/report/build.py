@@ -13,19 +13,10 @@ from pydantic import Field
 from medmerge.artifacts import staged_output
 from medmerge.config import StageConfig
 from medmerge.errors import MedmergeError
+from medmerge.eval.metrics import report_columns
 from medmerge.manifest import read_manifest, sha256_file, write_manifest
 from medmerge.report.render import Doc
 from medmerge.run_layout import RunLayout
-
-_SWEEP_COLUMNS = (
-    "bleu4",
-    "bleu4_no_think",
-    "rougeL",
-    "think_tag_rate",
-    "marker_rate",
-    "len_tokens",
-    "avg_accuracy",
-)
 
 
 class ReportConfig(StageConfig):
@@ -81,10 +72,8 @@ def _headline(doc: Doc, run: RunLayout) -> None:
         and all(abs(r[f"w_{lb}"] - w) < 1e-9 for lb, w in zip(labels, weights, strict=False))
     ]
     ends = [picks[0], *exported, picks[-1]]
-    doc.table(
-        ["point", *_SWEEP_COLUMNS],
-        [[r["point"], *(_fmt(r.get(c)) for c in _SWEEP_COLUMNS)] for r in ends],
-    )
+    columns = report_columns()
+    doc.table(["point", *columns], [[r["point"], *(_fmt(r.get(c)) for c in columns)] for r in ends])
 
 
 def _exported_weights(run: RunLayout) -> list[float]:
@@ -231,7 +220,7 @@ def _sweep(doc: Doc, run: RunLayout) -> None:
     rows = table["rows"]
     doc.h2("Sweep: every point")
     bench = [k for k in rows[0] if k.endswith(".accuracy")]
-    cols = ["point", "template", "decoding", *_SWEEP_COLUMNS, *bench, "pareto"]
+    cols = ["point", "template", "decoding", *report_columns(), *bench, "pareto"]
     doc.table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows])
     decodings = list(dict.fromkeys(r["decoding"] for r in rows))
     if len(decodings) > 1:

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from medmerge.eval.metrics import plot_panels
+
 
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
@@ -52,13 +54,6 @@ def plot_loss_curve(log_path: str | Path, png_path: str | Path, title: str) -> P
     return Path(png_path)
 
 
-_PANELS = (
-    ("bleu4", "BLEU-4 (char, x100)"),
-    ("avg_accuracy", "multiple-choice accuracy"),
-    ("think_tag_rate", "think-tag rate"),
-)
-
-
 def _series(rows: list[dict], labels: list[str]) -> dict[str, list[dict]]:
     """Rows grouped into lines: one per template/decoding (and per other weights when free)."""
     lines: dict[str, list[dict]] = {}
@@ -74,55 +69,60 @@ def _series(rows: list[dict], labels: list[str]) -> dict[str, list[dict]]:
 
 
 def plot_sweep(rows: list[dict], labels: list[str], png_path: str | Path) -> Path:
-    """BLEU-4, accuracy and think rate against the first adapter's weight, side by side."""
+    """The plotted metrics of eval.metrics.METRICS (BLEU-4, accuracy, think rate) against the
+    first adapter's weight, side by side."""
     x_label = f"w_{labels[0]}"
     lines = _series(rows, labels)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=110)
-    for ax, (metric, title) in zip(axes, _PANELS, strict=True):
-        for name, line in lines.items():
-            points = [(r[x_label], r[metric]) for r in line if r.get(metric) is not None]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", linewidth=1.8, label=name)
-        if metric == "avg_accuracy":
-            _plot_benchmarks(ax, rows, x_label)
-        if metric == "bleu4":
-            for name, line in lines.items():
-                points = [
-                    (r[x_label], r["bleu4_no_think"])
-                    for r in line
-                    if r.get("bleu4_no_think") is not None
-                ]
-                if points:
-                    xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, linestyle=":", linewidth=1.2, label=f"{name} (think removed)")
-        ax.set_title(title)
+    panels = plot_panels()
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(13 * len(panels) / 3, 3.8), dpi=110, squeeze=False
+    )
+    for index, (ax, metric) in enumerate(zip(axes[0], panels, strict=True)):
+        _plot_lines(ax, lines, x_label, metric.column)
+        if metric.suite == "mcq":
+            _plot_benchmarks(ax, rows, x_label, metric.name)
+        if metric.overlay:
+            column, note = metric.overlay
+            _plot_lines(ax, lines, x_label, column, f" ({note})", linestyle=":", linewidth=1.2)
+        ax.set_title(metric.label or metric.column)
         ax.set_xlabel(
             f"{labels[0].upper()} weight"
             + (f" ({labels[1].upper()} = 1 - it)" if len(labels) == 2 else "")
         )
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+        if index == 0 or metric.suite == "mcq":
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
     return Path(png_path)
 
 
-def _plot_benchmarks(ax, rows: list[dict], x_label: str) -> None:
-    """Thin lines for each benchmark's accuracy (first template/decoding only)."""
+def _plot_lines(
+    ax, lines: dict[str, list[dict]], x_label: str, column: str, note: str = "", **style
+) -> None:
+    """One line per series of `column`, skipping rows without it."""
+    style = style or {"marker": "o", "linewidth": 1.8}
+    for name, line in lines.items():
+        points = [(r[x_label], r[column]) for r in line if r.get(column) is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, label=f"{name}{note}", **style)
+
+
+def _plot_benchmarks(ax, rows: list[dict], x_label: str, name: str) -> None:
+    """Thin lines for each benchmark's `name` (first template/decoding only)."""
     first = (rows[0]["template"], rows[0]["decoding"])
     subset = sorted(
         (r for r in rows if (r["template"], r["decoding"]) == first), key=lambda r: r[x_label]
     )
-    for key in [k for k in rows[0] if k.endswith(".accuracy")]:
+    for key in [k for k in rows[0] if k.endswith(f".{name}")]:
         ax.plot(
             [r[x_label] for r in subset],
             [r[key] for r in subset],
             linewidth=0.9,
             alpha=0.6,
-            label=key.removesuffix(".accuracy"),
+            label=key.removesuffix(f".{name}"),
         )
 
 

@@ -17,7 +17,7 @@ from medmerge.eval.generation import GenItem, generate_answers, load_gen_items, 
 from medmerge.eval.mcq import FORMATS, McqTask, score_loglik, summarize
 from medmerge.eval.mcq_data import load_mcq
 from medmerge.eval.mcq_formats import McqItem
-from medmerge.eval.metrics import detect_language
+from medmerge.eval.metrics import detect_language, table_metrics
 from medmerge.sweep.config import DecodingChoice, GenSuite, McqSuite, TemplateChoice
 from medmerge.sweep.mitigation import penalized_token_ids
 
@@ -100,34 +100,19 @@ def evaluate_mcq(backend: Backend, loaded: LoadedMcq, choice: TemplateChoice) ->
 def flatten(
     gen: dict[str, dict[str, Any]], mcq: dict[str, dict[str, Any]]
 ) -> dict[str, float | None]:
-    """One table row's metrics: per suite, then the averages the trade-off is read from."""
+    """One table row's metrics (eval.metrics.METRICS): per suite, then the averages the
+    trade-off is read from."""
     row: dict[str, float | None] = {}
-    for name, res in gen.items():
-        raw, clean, leak = res["metrics"]["raw"], res["metrics"]["no_think"], res["leakage"]
-        row[f"{name}.bleu4"] = raw["bleu4"]
-        row[f"{name}.rougeL"] = raw["rougeL"]
-        row[f"{name}.bleu4_no_think"] = clean["bleu4"]
-        row[f"{name}.think_tag_rate"] = leak["think_tag_rate"]
-        row[f"{name}.nonempty_think_rate"] = leak["nonempty_think_rate"]
-        row[f"{name}.marker_rate"] = leak["marker_rate"]
-        row[f"{name}.len_tokens"] = (leak["length_tokens"] or {}).get("mean")
-        row[f"{name}.len_chars"] = leak["length_chars"]["mean"]
-    for name, res in mcq.items():
-        row[f"{name}.accuracy"] = res["accuracy"]
-        row[f"{name}.accuracy_norm"] = res["accuracy_norm"]
-    averages = {
-        "bleu4": [f"{n}.bleu4" for n in gen],
-        "rougeL": [f"{n}.rougeL" for n in gen],
-        "bleu4_no_think": [f"{n}.bleu4_no_think" for n in gen],
-        "think_tag_rate": [f"{n}.think_tag_rate" for n in gen],
-        "nonempty_think_rate": [f"{n}.nonempty_think_rate" for n in gen],
-        "marker_rate": [f"{n}.marker_rate" for n in gen],
-        "len_tokens": [f"{n}.len_tokens" for n in gen],
-        "avg_accuracy": [f"{n}.accuracy" for n in mcq],
-    }
-    for key, columns in averages.items():
-        values = [row[c] for c in columns if row.get(c) is not None]
-        row[key] = sum(values) / len(values) if values else None
+    for kind, suites in (("gen", gen), ("mcq", mcq)):
+        for name, res in suites.items():
+            for metric in table_metrics(kind):
+                row[f"{name}.{metric.name}"] = metric.read(res)
+    for metric in table_metrics():
+        if metric.average:
+            suites = gen if metric.suite == "gen" else mcq
+            values = [row[c] for n in suites if (c := f"{n}.{metric.name}") in row]
+            values = [v for v in values if v is not None]
+            row[metric.column] = sum(values) / len(values) if values else None
     return row
 
 

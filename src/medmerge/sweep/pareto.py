@@ -5,14 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from medmerge.eval.metrics import pareto_objectives
 from medmerge.sweep.config import Recommendation
-
-# (metric, +1 to maximise or -1 to minimise); metrics a row lacks are left out.
-OBJECTIVES: tuple[tuple[str, int], ...] = (
-    ("avg_accuracy", 1),
-    ("bleu4", 1),
-    ("think_tag_rate", -1),
-)
 
 
 def _value(row: dict[str, Any], metric: str) -> float | None:
@@ -28,9 +22,11 @@ def dominates(a: dict[str, Any], b: dict[str, Any], objectives: Sequence[tuple[s
 
 
 def pareto_front(
-    rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, int]] = OBJECTIVES
+    rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, int]] | None = None
 ) -> list[int]:
-    """Indices of the rows no other row dominates."""
+    """Indices of the rows no other row dominates; by default on the Pareto objectives of
+    eval.metrics.METRICS. Metrics a row lacks are left out."""
+    objectives = pareto_objectives() if objectives is None else objectives
     return [
         i
         for i, row in enumerate(rows)
