@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.cli import MEDMERGE, assert_user_error, run_cli
 
 from helpers import merge_argv
+from helpers.cli import MEDMERGE, assert_user_error, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
