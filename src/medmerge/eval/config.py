@@ -117,7 +117,20 @@ class EngineSettings(StageConfig):
         return self
 
 
-class EvalCommon(EngineSettings):
+class PromptSettings(EngineSettings):
+    """How an evaluated model is prompted: the template, checked against the adapters' own."""
+
+    template: str = Field(default="qwen3_nothink", description="chat template")
+    enable_thinking: bool = Field(
+        default=False, description="render the reasoning (<think>) part of the template"
+    )
+    allow_template_mismatch: bool = Field(
+        default=False,
+        description="evaluate with another template than the adapters were trained with (warns, recorded)",
+    )
+
+
+class EvalCommon(PromptSettings):
     """Fields every command that runs a model shares."""
 
     path_fields = ("model", "base", "adapters", "data", "out", "few_shot_data")
@@ -133,14 +146,6 @@ class EvalCommon(EngineSettings):
         description="an adapter folder and its weight, merged into --base in memory (repeatable)",
     )
     method: str = Field(default="linear", description="merge method for --adapter")
-    template: str = Field(default="qwen3_nothink", description="chat template")
-    enable_thinking: bool = Field(
-        default=False, description="render the reasoning (<think>) part of the template"
-    )
-    allow_template_mismatch: bool = Field(
-        default=False,
-        description="evaluate with another template than the adapters were trained with (warns, recorded)",
-    )
     out: str = Field(description="results folder")
     force: bool = Field(default=False, description="replace an existing --out")
     limit: int | None = Field(default=None, ge=1, description="first N items only (smoke runs)")
@@ -229,7 +234,7 @@ class ScoreConfig(StageConfig):
     )
 
 
-class SafetyConfig(EngineSettings):
+class SafetyConfig(PromptSettings):
     """`medmerge eval safety`: the bundled safety prompts answered by each model side by side."""
 
     path_fields = ("prompts", "out")
@@ -240,14 +245,6 @@ class SafetyConfig(EngineSettings):
     prompts: str | None = Field(
         default=None,
         description="JSON lines with id, category, language, prompt (default: bundled)",
-    )
-    template: str = Field(default="qwen3_nothink", description="chat template")
-    enable_thinking: bool = Field(
-        default=False, description="render the reasoning (<think>) part of the template"
-    )
-    allow_template_mismatch: bool = Field(
-        default=False,
-        description="evaluate with another template than the adapters were trained with (warns, recorded)",
     )
     decoding: Decoding = Field(default_factory=Decoding)
     out: str = Field(description="results folder")
