@@ -9,7 +9,6 @@ initialised) is an error, not a log line the CLI silences; every floating tensor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from medmerge.errors import ModelError
+from medmerge.manifest import read_json_object
 
 CONFIG_NAME = "config.json"
 _PICKLE_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth")
@@ -74,30 +74,7 @@ def read_model_config(folder: Path) -> dict[str, Any]:
         raise ModelError(
             f"{folder}: not a model folder (no {CONFIG_NAME}); pass a Hugging Face model directory"
         )
-    return read_json_object(file)
-
-
-def read_json_object(file: Path) -> dict[str, Any]:
-    raw = file.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raise ModelError(
-            f"{file}: starts with a UTF-8 byte-order mark, which transformers cannot read; re-save it without the BOM"
-        )
-    try:
-        value = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ModelError(
-            f"{file}: not UTF-8 (byte {exc.start}); re-save it as UTF-8 JSON"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(
-            f"{file}:{exc.lineno}: invalid JSON ({exc.msg}); fix or re-download it"
-        ) from None
-    if not isinstance(value, dict):
-        raise ModelError(
-            f"{file}: holds a JSON {type(value).__name__}, not an object; fix or re-download it"
-        )
-    return value
+    return read_json_object(file, "restore the model's config.json or re-download the model")
 
 
 def check_causal_lm_config(folder: Path, config: dict[str, Any], trust_remote_code: bool) -> None:
@@ -256,7 +233,11 @@ def load_tokenizer(
     tokenizer_config = local / "tokenizer_config.json"
     if tokenizer_config.is_file():
         refuse_remote_code(
-            tokenizer_config, read_json_object(tokenizer_config).get("auto_map"), trust_remote_code
+            tokenizer_config,
+            read_json_object(tokenizer_config, "re-copy the base model's tokenizer files").get(
+                "auto_map"
+            ),
+            trust_remote_code,
         )
     if not any(any(local.glob(pattern)) for pattern in _VOCAB_PATTERNS):
         raise ModelError(
