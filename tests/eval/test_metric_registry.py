@@ -3,10 +3,9 @@ and plot all read it from there."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from helpers import write_sweep_table
 from medmerge.eval import metrics
 from medmerge.eval.generation import score_outputs
 from medmerge.eval.metrics import Metric, raw
@@ -90,14 +89,7 @@ def test_a_new_metric_reaches_the_report_and_the_plot(with_exact, tmp_path):
         }
         for w in (0.0, 1.0)
     ]
-    recommendation = {"point": None, "rule": "none feasible"}
-    table = {
-        "rows": rows,
-        "pareto": [],
-        "adapters": ["pt", "sft"],
-        "recommendation": recommendation,
-    }
-    (run / "sweep" / "table.json").write_text(json.dumps(table))
+    write_sweep_table(run, rows)
     plot_sweep(rows, ["pt", "sft"], run / "sweep" / "tradeoff.png")
     assert build_report(ReportConfig(run_dir=str(run))) == 0
     md = (run / "report" / "report.md").read_text()

@@ -53,3 +53,20 @@ def tiny_qwen3_config(**overrides):
         tie_word_embeddings=False,
     )
     return Qwen3Config(**{**values, **overrides})
+
+
+def write_sweep_table(run: Path, rows: list[dict]) -> Path:
+    """`run/sweep/table.json` as `medmerge sweep` writes it, for `rows` of a pt/sft grid with no
+    feasible recommendation."""
+    import json
+
+    table = {
+        "rows": rows,
+        "pareto": [],
+        "adapters": ["pt", "sft"],
+        "recommendation": {"point": None, "rule": "none feasible"},
+    }
+    path = run / "sweep" / "table.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table))
+    return path

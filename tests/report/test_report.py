@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from helpers import write_sweep_table
 from medmerge.manifest import write_manifest
 from medmerge.report.build import ReportConfig, build_report
 from medmerge.report.plots import plot_loss_curve, plot_sweep
@@ -71,14 +72,7 @@ def test_headline_shows_the_exported_merge_weights_from_its_manifest(tmp_path):
     run = tmp_path / "run"
     (run / "sweep").mkdir(parents=True)
     rows = _rows((0.0, 0.3, 0.6, 1.0))
-    recommendation = {"point": None, "rule": "none feasible"}
-    table = {
-        "rows": rows,
-        "pareto": [],
-        "adapters": ["pt", "sft"],
-        "recommendation": recommendation,
-    }
-    (run / "sweep" / "table.json").write_text(json.dumps(table))
+    write_sweep_table(run, rows)
     (run / "merged").mkdir()
     adapters = [{"path": str(run / "pt"), "weight": 0.6}, {"path": str(run / "sft"), "weight": 0.4}]
     write_manifest(run / "merged", "merge", {"adapters": adapters})
