@@ -133,20 +133,12 @@ def _lock_owner(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def lock_holder(target: str | os.PathLike) -> int | None:
-    """The pid of another live process holding `target`'s lock, else None."""
-    owner = _lock_owner(lock_path(target))
-    if not owner or owner.get("host") != socket.gethostname():
-        return None
-    pid = int(owner.get("pid", -1))
-    return pid if pid != os.getpid() and _owner_alive(owner) else None
-
-
 @contextlib.contextmanager
-def output_lock(target: str | os.PathLike) -> Iterator[Path]:
+def output_lock(target: str | os.PathLike, reader: str | None = None) -> Iterator[Path]:
     """Hold `.<name>.medmerge-lock` beside `target`; re-entrant within one process.
 
-    A lock left by a dead process is taken over; one held by a live process is refused.
+    A lock left by a dead process is taken over; one held by a live process is refused (for a
+    `reader` such as verify, with a message saying the folder is being written right now).
     """
     path = lock_path(target)
     if path in _HELD:
@@ -169,6 +161,11 @@ def output_lock(target: str | os.PathLike) -> Iterator[Path]:
             if owner and not _owner_alive(owner):
                 path.unlink(missing_ok=True)  # left by a killed run
                 continue
+            if reader is not None:
+                raise OutputInUseError(
+                    f"{_resolved(target)}: medmerge process {pid} is writing it right now; "
+                    f"{reader} it after that process has finished"
+                ) from None
             raise OutputInUseError(
                 f"{_resolved(target)}: another medmerge process (pid {pid}) is writing it "
                 f"(lock {path}); wait for it to finish, or delete the lock file if that "
@@ -187,16 +184,6 @@ def output_lock(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         del _HELD[path]
         path.unlink(missing_ok=True)
-
-
-def refuse_if_locked(target: str | os.PathLike, what: str = "read") -> None:
-    """Refuse to read `target` while another process holds its lock (it may be half-replaced)."""
-    pid = lock_holder(target)
-    if pid is not None:
-        raise OutputInUseError(
-            f"{_resolved(target)}: medmerge process {pid} is writing it right now; "
-            f"{what} it after that process has finished"
-        )
 
 
 # ---------------------------------------------------------------- staging and rename

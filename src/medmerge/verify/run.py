@@ -14,7 +14,7 @@ from typing import Any
 
 from medmerge import provenance
 from medmerge.architectures import architecture_of
-from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock, refuse_if_locked
+from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock
 from medmerge.checkpoints import Checkpoint, Scratch, read_ahead
 from medmerge.errors import ConfigError
 from medmerge.lora import (
@@ -49,8 +49,7 @@ def run_verify(cfg: VerifyConfig) -> int:
     """
     path = Path(cfg.report) if cfg.report else Path(cfg.merged) / "verify.json"
     _check_report_path(cfg, path)
-    refuse_if_locked(cfg.merged, "verify")
-    with output_lock(cfg.merged):
+    with output_lock(cfg.merged, reader="verify"):
         report = verify(cfg)
         atomic_write_json(path, report)  # an earlier report is replaced whole or not at all
     print_summary(report, path)
