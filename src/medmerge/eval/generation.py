@@ -21,6 +21,7 @@ from medmerge.errors import DataError
 from medmerge.eval.backends import Backend
 from medmerge.eval.leakage import DEFAULT_MARKERS, leakage_summary
 from medmerge.eval.metrics import detect_language, raw_and_stripped
+from medmerge.eval.uncertainty import SETTINGS, gen_uncertainty
 
 PROMPT_FIELDS = ("question", "prompt", "query", "input")
 REFERENCE_FIELDS = ("reference", "summary", "answer", "output", "response")
@@ -125,7 +126,9 @@ def score_outputs(
     metrics, metric_items = raw_and_stripped(predictions, references, language)
     leakage, leak_items = leakage_summary(predictions, token_counts, markers or DEFAULT_MARKERS)
     items = [{**m, "leakage": lk} for m, lk in zip(metric_items, leak_items, strict=True)]
-    return {"n": len(predictions), "metrics": metrics, "leakage": leakage}, items
+    block = gen_uncertainty(predictions, references, language, items)
+    results = {"n": len(predictions), "metrics": metrics, "leakage": leakage}
+    return {**results, "uncertainty": block, "uncertainty_settings": SETTINGS}, items
 
 
 def generate_answers(

@@ -22,6 +22,7 @@ from medmerge.data.readers import Message
 from medmerge.eval.backends import Backend, LoglikRequest
 from medmerge.eval.leakage import strip_think
 from medmerge.eval.mcq_formats import LETTERS, McqItem
+from medmerge.eval.uncertainty import mcq_uncertainty
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,8 @@ def _letters(output: str, item: McqItem) -> set[int] | None:
 
 
 def summarize(records: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """Accuracy (and acc_norm in loglik mode), invalid rate, and the same per subject."""
+    """Accuracy (and acc_norm in loglik mode), invalid rate, and the same per subject; each
+    with its n, standard error and Wilson CI in `uncertainty`."""
     by_subject: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_subject[record["subject"] or "all"].append(record)
@@ -238,6 +240,6 @@ def summarize(records: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
         if mode == "loglik":
             out["accuracy_norm"] = sum(r["correct_norm"] for r in rows) / n if n else 0.0
         out["invalid_rate"] = sum(r.get("invalid", False) for r in rows) / n if n else 0.0
-        return out
+        return {**out, "uncertainty": mcq_uncertainty(rows, mode)}
 
     return {**stats(records), "per_subject": {s: stats(r) for s, r in sorted(by_subject.items())}}

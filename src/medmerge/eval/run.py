@@ -36,6 +36,7 @@ from medmerge.eval.safety import (
     summarize_safety,
 )
 from medmerge.eval.session import data_hashes, open_model, run_meta, write_json, write_jsonl
+from medmerge.eval.uncertainty import shown
 from medmerge.manifest import sha256_file, write_manifest
 
 
@@ -84,11 +85,15 @@ def run_gen_eval(cfg: GenEvalConfig) -> int:
 
 
 def _gen_line(out: str, results: dict[str, Any]) -> str:
-    raw, clean, leak = results["metrics"]["raw"], results["metrics"]["no_think"], results["leakage"]
+    def show(key: str) -> str:
+        return shown(results, key)
+
     return (
-        f"{out}: n={results['n']} bleu4={raw['bleu4']:.2f} (no think {clean['bleu4']:.2f}) "
-        f"rougeL={raw['rougeL']:.2f} sacrebleu={raw['sacrebleu']:.2f} "
-        f"think_tag_rate={leak['think_tag_rate']:.3f} marker_rate={leak['marker_rate']:.3f}"
+        f"{out}: n={results['n']} bleu4={show('metrics.raw.bleu4')} "
+        f"(no think {show('metrics.no_think.bleu4')}) rougeL={show('metrics.raw.rougeL')} "
+        f"sacrebleu={show('metrics.raw.sacrebleu')} "
+        f"think_tag_rate={show('leakage.think_tag_rate')} "
+        f"marker_rate={show('leakage.marker_rate')} (95% CIs)"
     )
 
 
@@ -167,8 +172,8 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
         results = {"mode": cfg.mode, "language": language, **summarize(records, cfg.mode)}
         _finish(folder, "mcq", cfg, results, records)
     print(
-        f"{cfg.out}: n={results['n']} accuracy={results['accuracy']:.4f} "
-        f"invalid_rate={results['invalid_rate']:.4f}"
+        f"{cfg.out}: n={results['n']} accuracy={shown(results, 'accuracy')} "
+        f"invalid_rate={shown(results, 'invalid_rate')} (95% Wilson CIs)"
     )
     return 0
 
