@@ -178,6 +178,24 @@ class GenEvalConfig(EvalCommon):
     markers: list[str] | None = Field(
         default=None, description="reasoning markers counted as leaks (default: the built-in list)"
     )
+    seeds: int = Field(
+        default=1,
+        ge=1,
+        description="sampled decodings: generate with K seeds (seed, seed+1, ...) and report "
+        "the spread over seeds apart from the CI over items",
+    )
+
+    @model_validator(mode="after")
+    def _seeds_need_sampling(self) -> GenEvalConfig:
+        if self.seeds > 1 and not self.decoding.resolved()["do_sample"]:
+            raise ValueError(
+                f"seeds {self.seeds} repeat a sampled decoding, but this one is greedy; "
+                "use decoding preset B or C (or a temperature > 0), or drop --seeds"
+            )
+        return self
+
+    def seed_list(self) -> list[int]:
+        return [self.decoding.seed + k for k in range(self.seeds)]
 
 
 class McqEvalConfig(EvalCommon):

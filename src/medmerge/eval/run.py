@@ -36,7 +36,7 @@ from medmerge.eval.safety import (
     summarize_safety,
 )
 from medmerge.eval.session import data_hashes, open_model, run_meta, write_json, write_jsonl
-from medmerge.eval.uncertainty import shown
+from medmerge.eval.uncertainty import seed_spread, shown
 from medmerge.manifest import sha256_file, write_manifest
 
 
@@ -67,19 +67,23 @@ def run_gen_eval(cfg: GenEvalConfig) -> int:
             folder / "run_meta.json",
             run_meta("gen", cfg, backend.identity, data_hashes([cfg.data]), mismatches),
         )
-        rows = generate_answers(
-            items, backend, template, cfg.enable_thinking, cfg.decoding.resolved()
-        )
-        results, scored = score_outputs(
-            [r["prediction"] for r in rows],
-            [r["reference"] for r in rows],
-            cfg.language,
-            [r["tokens"] for r in rows],
-            cfg.markers,
-        )
-        _finish(
-            folder, "gen", cfg, results, [{**r, **s} for r, s in zip(rows, scored, strict=True)]
-        )
+        runs, rows = [], []
+        for seed in cfg.seed_list():
+            decoding = {**cfg.decoding.resolved(), "seed": seed}
+            answers = generate_answers(items, backend, template, cfg.enable_thinking, decoding)
+            results, scored = score_outputs(
+                [r["prediction"] for r in answers],
+                [r["reference"] for r in answers],
+                cfg.language,
+                [r["tokens"] for r in answers],
+                cfg.markers,
+            )
+            runs.append(results)
+            rows += [{**r, **s, "seed": seed} for r, s in zip(answers, scored, strict=True)]
+        results = runs[0]  # the headline numbers are the first seed's, as a one-seed run's
+        if cfg.seeds > 1:
+            results = {**results, "over_seeds": seed_spread(runs, cfg.seed_list())}
+        _finish(folder, "gen", cfg, results, rows)
     print(_gen_line(cfg.out, results))
     return 0
 
@@ -93,7 +97,18 @@ def _gen_line(out: str, results: dict[str, Any]) -> str:
         f"(no think {show('metrics.no_think.bleu4')}) rougeL={show('metrics.raw.rougeL')} "
         f"sacrebleu={show('metrics.raw.sacrebleu')} "
         f"think_tag_rate={show('leakage.think_tag_rate')} "
-        f"marker_rate={show('leakage.marker_rate')} (95% CIs)"
+        f"marker_rate={show('leakage.marker_rate')} (95% CIs over items)" + _seed_part(results)
+    )
+
+
+def _seed_part(results: dict[str, Any]) -> str:
+    if "over_seeds" not in results:
+        return ""
+    spread = results["over_seeds"]
+    bleu = spread["spread"]["metrics.raw.bleu4"]
+    return (
+        f"; over {len(spread['seeds'])} seeds bleu4 mean {bleu['mean']:.2f} sd {bleu['std']:.2f} "
+        f"(range {bleu['min']:.2f}-{bleu['max']:.2f})"
     )
 
 

@@ -114,6 +114,22 @@ def gen_uncertainty(
     return block
 
 
+def seed_spread(runs: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """The spread over sampling seeds of every number with a CI, apart from the spread over
+    items: per key the values per seed, their mean, standard deviation (ddof 1), min and max."""
+    spread = {}
+    for key in runs[0]["uncertainty"]:
+        values = [float(value_at(run, key)) for run in runs]
+        spread[key] = {
+            "values": values,
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "min": min(values),
+            "max": max(values),
+        }
+    return {"seeds": list(seeds), "spread": spread}
+
+
 def shown(results: dict[str, Any], key: str) -> str:
     """`0.664 ± 0.026` for a number of results.json (its point value when it has no CI)."""
     entry = results.get("uncertainty", {}).get(key)
