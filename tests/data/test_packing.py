@@ -12,8 +12,9 @@ from medmerge.data import (
     build_pt_examples,
     build_sft_examples,
     collate,
+    infer_seqlen,
     pack,
-    truncate,
+    supervised_example,
 )
 from medmerge.errors import ConfigError
 
@@ -42,30 +43,35 @@ def test_pt_blocks_end_documents_and_keep_the_tail(tokenizer) -> None:
     assert all(e["labels"] == e["input_ids"] for e in examples)
 
 
-def test_truncate_keeps_short_examples_whole() -> None:
-    ids, labels = list(range(8)), [M] * 5 + [5, 6, 7]
-    assert truncate(ids, labels, 8) == {"input_ids": ids, "labels": labels}
+@pytest.mark.parametrize(
+    ("source", "target", "cutoff", "kept"),
+    [
+        (10, 3, 8, (5, 3)),  # reply under half: the prompt is cut
+        (3, 10, 8, (3, 5)),  # prompt under half: the reply is cut
+        (10, 10, 8, (4, 4)),  # both long: in proportion
+        (6, 14, 8, (3, 5)),  # int(8 * 14 / 20) = 5
+        (2, 2, 8, (2, 2)),
+    ],
+)
+def test_infer_seqlen_is_llamafactorys(source, target, cutoff, kept) -> None:
+    assert infer_seqlen(source, target, cutoff) == kept
 
 
-def test_truncate_cuts_prompt_from_the_left() -> None:
-    ids = list(range(13))
-    labels = [M] * 10 + [10, 11, M]
-    assert truncate(ids, labels, 8) == {"input_ids": ids[5:], "labels": labels[5:]}
-
-
-def test_truncate_long_reply_gets_half_and_is_cut_from_the_right() -> None:
-    ids = list(range(12))
-    labels = [M] * 6 + [6, 7, 8, 9, 10, M]
-    assert truncate(ids, labels, 8) == {
-        "input_ids": [2, 3, 4, 5, 6, 7, 8, 9],
-        "labels": [M, M, M, M, 6, 7, 8, 9],
+def test_supervised_example_cuts_each_turn_from_the_right_and_drops_later_turns() -> None:
+    pairs = [([1, 2, 3, 4, 5, 6], [7, 8]), ([9, 10], [11, 12])]
+    assert supervised_example(pairs, None, None) == {
+        "input_ids": [*range(1, 13)],
+        "labels": [M] * 6 + [7, 8, M, M, 11, 12],
     }
-
-
-def test_truncate_multi_turn_keeps_the_last_reply() -> None:
-    ids = list(range(10))
-    labels = [M, M, 2, 3, M, M, M, 7, 8, M]
-    assert truncate(ids, labels, 6) == {"input_ids": ids[4:], "labels": labels[4:]}
+    assert supervised_example(pairs, 6, None) == {
+        "input_ids": [1, 2, 3, 4, 7, 8],
+        "labels": [M] * 4 + [7, 8],
+    }
+    # efficient_eos: one EOS at the end (counted in the budget), later prompts start with it.
+    assert supervised_example(pairs, None, 99) == {
+        "input_ids": [*range(1, 13), 99],
+        "labels": [M] * 6 + [7, 8, 99, M, 11, 12, 99],
+    }
 
 
 def test_pack_first_fit_longest_first() -> None:
@@ -84,7 +90,9 @@ def test_build_sft_examples_truncates_and_packs(tokenizer) -> None:
     assert all(e["labels"][0] == M for e in separate)
     short = build_sft_examples(CHATS, tokenizer, "qwen3", True, cutoff_len=24, packing=False)
     assert [len(e["input_ids"]) for e in short] == [24, 24, 24]
-    assert short[0]["input_ids"] == separate[0]["input_ids"][7:31]
+    # LLaMA-Factory's infer_seqlen: the reply (22 of 41) is over half, the prompt (19) too,
+    # so both are cut from the right in proportion: int(24 * 22 / 41) = 12 reply tokens.
+    assert short[0]["input_ids"] == separate[0]["input_ids"][:12] + separate[0]["input_ids"][19:31]
     assert short[0]["labels"] == [M] * 12 + separate[0]["labels"][19:31]
     packed = build_sft_examples(CHATS, tokenizer, "qwen3", True, cutoff_len=80, packing=True)
     assert [row["position_ids"] for row in packed] == [[*range(50)], [*range(41), *range(33)]]

@@ -104,7 +104,7 @@ def test_plain_chatml_one_turn(tokenizer, name: str, thinking: bool) -> None:
     assert tokenizer.decode(ids) == ONE_TURN_TEXT
     assert ids == tokenizer(ONE_TURN_TEXT, add_special_tokens=False).input_ids
     assert ids == [*PROMPT1, *A1, IM_END, NL]
-    assert labels == [*masked(PROMPT1), *A1, IM_END, M]
+    assert labels == [*masked(PROMPT1), *A1, IM_END, NL]
     assert [i for i, t in enumerate(ids) if t == IM_START] == [0, 14]
     assert [i for i, t in enumerate(ids) if t == IM_END] == [12, 33]
 
@@ -112,7 +112,7 @@ def test_plain_chatml_one_turn(tokenizer, name: str, thinking: bool) -> None:
 def test_plain_chatml_two_turns_trains_both_replies(tokenizer) -> None:
     ids, labels = get_template("qwen3_nothink").encode(tokenizer, TWO, False)
     assert ids == [*PROMPT1, *A1, IM_END, *PROMPT2, *A2, IM_END, NL]
-    assert labels == [*masked(PROMPT1), *A1, IM_END, *masked(PROMPT2), *A2, IM_END, M]
+    assert labels == [*masked(PROMPT1), *A1, IM_END, NL, *masked(PROMPT2[1:]), *A2, IM_END, NL]
     assert ids == tokenizer(tokenizer.decode(ids), add_special_tokens=False).input_ids
 
 
@@ -120,7 +120,7 @@ def test_system_turn_comes_first_and_is_masked(tokenizer) -> None:
     ids, labels = get_template("qwen3_nothink").encode(tokenizer, WITH_SYSTEM, True)
     assert tokenizer.decode(ids) == "<|im_start|>system\nBe brief.<|im_end|>\n" + ONE_TURN_TEXT
     assert ids == [*SYSTEM_TURN, *PROMPT1, *A1, IM_END, NL]
-    assert labels == [*masked(SYSTEM_TURN + PROMPT1), *A1, IM_END, M]
+    assert labels == [*masked(SYSTEM_TURN + PROMPT1), *A1, IM_END, NL]
 
 
 def test_qwen3_thinking_trains_the_empty_think_block(tokenizer) -> None:
@@ -130,7 +130,7 @@ def test_qwen3_thinking_trains_the_empty_think_block(tokenizer) -> None:
         "<think>\n\n</think>\n\nA raised body temperature.<|im_end|>\n"
     )
     assert ids == [*PROMPT1, *THINK, *A1, IM_END, NL]
-    assert labels == [*masked(PROMPT1), *THINK, *A1, IM_END, M]
+    assert labels == [*masked(PROMPT1), *THINK, *A1, IM_END, NL]
     assert ids.index(THINK_OPEN) == 19
     assert ids == tokenizer(tokenizer.decode(ids), add_special_tokens=False).input_ids
 
@@ -138,14 +138,14 @@ def test_qwen3_thinking_trains_the_empty_think_block(tokenizer) -> None:
 def test_qwen3_no_thinking_masks_the_empty_think_block(tokenizer) -> None:
     ids, labels = get_template("qwen3").encode(tokenizer, ONE, False)
     assert ids == [*PROMPT1, *THINK, *A1, IM_END, NL]
-    assert labels == [*masked(PROMPT1 + THINK), *A1, IM_END, M]
+    assert labels == [*masked(PROMPT1 + THINK), *A1, IM_END, NL]
 
 
 def test_qwen3_keeps_existing_reasoning_when_thinking(tokenizer) -> None:
     ids, labels = get_template("qwen3").encode(tokenizer, REASONED, True)
     reasoning = [THINK_OPEN, NL, *Q2, NL, THINK_CLOSE, NL, NL]
     assert ids == [*PROMPT1, *reasoning, *A1, IM_END, NL]
-    assert labels == [*masked(PROMPT1), *reasoning, *A1, IM_END, M]
+    assert labels == [*masked(PROMPT1), *reasoning, *A1, IM_END, NL]
 
 
 def test_qwen3_drops_reasoning_when_not_thinking(tokenizer) -> None:
@@ -160,20 +160,22 @@ def test_qwen3_two_turns_with_system(tokenizer, thinking: bool) -> None:
     ids, labels = get_template("qwen3").encode(tokenizer, conversation, thinking)
     assert ids == [*SYSTEM_TURN, *PROMPT1, *THINK, *A1, IM_END, *PROMPT2, *THINK, *A2, IM_END, NL]
     if thinking:
-        expected = [*masked(SYSTEM_TURN + PROMPT1), *THINK, *A1, IM_END]
-        expected += [*masked(PROMPT2), *THINK, *A2, IM_END, M]
+        expected = [*masked(SYSTEM_TURN + PROMPT1), *THINK, *A1, IM_END, NL]
+        expected += [*masked(PROMPT2[1:]), *THINK, *A2, IM_END, NL]
     else:
-        expected = [*masked(SYSTEM_TURN + PROMPT1 + THINK), *A1, IM_END]
-        expected += [*masked(PROMPT2 + THINK), *A2, IM_END, M]
+        expected = [*masked(SYSTEM_TURN + PROMPT1 + THINK), *A1, IM_END, NL]
+        expected += [*masked(PROMPT2[1:] + THINK), *A2, IM_END, NL]
     assert labels == expected
     assert [i for i, t in enumerate(ids) if t == THINK_OPEN] == [32, 72]
 
 
 @pytest.mark.parametrize("thinking", [True, False])
-def test_default_matches_qwen3_on_one_turn(tokenizer, thinking: bool) -> None:
-    assert get_template("default").encode(tokenizer, ONE, thinking) == get_template("qwen3").encode(
-        tokenizer, ONE, thinking
-    )
+def test_tokenizer_template_matches_qwen3_on_one_turn_but_the_last_newline(
+    tokenizer, thinking: bool
+) -> None:
+    """The tokenizer's own template trains up to its eos token; the "\n" after it is not."""
+    ids, labels = get_template("qwen3").encode(tokenizer, ONE, thinking)
+    assert get_template("tokenizer").encode(tokenizer, ONE, thinking) == (ids, [*labels[:-1], M])
 
 
 PLAIN_CHATML = (
@@ -190,19 +192,19 @@ def chatml_tokenizer(tokenizer):
     return copy
 
 
-def test_default_trains_only_the_last_reply(chatml_tokenizer) -> None:
-    ids, labels = get_template("default").encode(chatml_tokenizer, TWO, True)
+def test_tokenizer_template_trains_only_the_last_reply(chatml_tokenizer) -> None:
+    ids, labels = get_template("tokenizer").encode(chatml_tokenizer, TWO, True)
     history = [*PROMPT1, *A1, IM_END, *PROMPT2]
     assert ids == [*history, *A2, IM_END, NL]
     assert labels == [*masked(history), *A2, IM_END, M]
 
 
-def test_default_refuses_a_template_that_is_not_prefix_stable(chatml_tokenizer) -> None:
+def test_tokenizer_template_refuses_a_template_that_is_not_prefix_stable(chatml_tokenizer) -> None:
     chatml_tokenizer.chat_template = PLAIN_CHATML.replace(
         "'<|im_start|>assistant", "'<|im_start|>bot"
     )
     with pytest.raises(DataError, match=r"^test:1: the tokenizer's chat template renders"):
-        get_template("default").encode(chatml_tokenizer, ONE, True)
+        get_template("tokenizer").encode(chatml_tokenizer, ONE, True)
 
 
 def test_render_prompt(tokenizer) -> None:
@@ -212,7 +214,7 @@ def test_render_prompt(tokenizer) -> None:
     assert qwen3.render_prompt(tokenizer, question, True) == header
     assert qwen3.render_prompt(tokenizer, question, False) == header + "<think>\n\n</think>\n\n"
     assert get_template("qwen3_nothink").render_prompt(tokenizer, question, False) == header
-    assert get_template("default").render_prompt(tokenizer, question, False) == (
+    assert get_template("tokenizer").render_prompt(tokenizer, question, False) == (
         header + "<think>\n\n</think>\n\n"
     )
     history = [*WITH_SYSTEM.messages, Message("user", "And chills?")]
@@ -232,10 +234,10 @@ def test_stop_words(tokenizer) -> None:
 
 def test_unknown_template_suggests_a_name() -> None:
     with pytest.raises(ConfigError) as info:
-        get_template("qwen")
-    assert str(info.value) == (
-        "unknown chat template 'qwen' (did you mean 'qwen3'?); "
-        "choose one of: chatml, default, qwen3, qwen3_nothink"
+        get_template("qwen3_think")
+    assert str(info.value).startswith(
+        "unknown chat template 'qwen3_think' (did you mean 'qwen3_nothink'?); choose one of: "
+        "chatml, default, empty, gemma,"
     )
 
 

@@ -3,9 +3,8 @@
 PT: each document gets `<|endoftext|>`, all are concatenated and cut into `cutoff_len`
 blocks with labels = input_ids; the last, shorter block is kept (a small corpus still trains).
 
-SFT truncation keeps the last reply whole when it fits: the reply is cut from the right only
-to leave the prompt at least half of `cutoff_len`, and the prompt (with any earlier turns) is
-cut from the left, so the question's end and the assistant header stay next to the reply.
+SFT truncation is LLaMA-Factory's: turns in order, each (prompt, reply) pair cut from the
+right by infer_seqlen to the room left, later turns dropped once cutoff_len is used.
 
 SFT packing puts several examples in one row of at most `cutoff_len` tokens (first fit,
 longest first) with `position_ids` restarting at 0 per example. For packed rows `collate`
@@ -24,8 +23,9 @@ from typing import Any
 
 import torch
 
+from medmerge.data.chat_slots import Pairs, tokenize
 from medmerge.data.readers import Conversation
-from medmerge.data.templates import IGNORE_INDEX, get_template
+from medmerge.data.templates import IGNORE_INDEX, ChatTemplate, get_template
 from medmerge.errors import ConfigError
 
 Example = dict[str, list[int]]
@@ -49,30 +49,59 @@ def build_pt_examples(texts: list[str], tokenizer: Any, cutoff_len: int) -> list
     return [{"input_ids": block, "labels": list(block)} for block in blocks]
 
 
-def response_start(labels: list[int]) -> int:
-    """Index where the last trained run of labels (the last reply) begins."""
-    end = len(labels)
-    while end > 0 and labels[end - 1] == IGNORE_INDEX:
-        end -= 1
-    start = end
-    while start > 0 and labels[start - 1] != IGNORE_INDEX:
-        start -= 1
-    return start
+def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
+    """LLaMA-Factory's infer_seqlen: kept lengths of one (prompt, reply) pair in `cutoff_len`."""
+    if target_len * 2 < cutoff_len:  # the reply fits in half: cut the prompt
+        max_target_len = cutoff_len
+    elif source_len * 2 < cutoff_len:  # the prompt fits in half: cut the reply
+        max_target_len = cutoff_len - source_len
+    else:  # cut both in proportion
+        max_target_len = int(cutoff_len * (target_len / (source_len + target_len)))
+    new_target_len = min(max_target_len, target_len)
+    new_source_len = min(max(cutoff_len - new_target_len, 0), source_len)
+    return new_source_len, new_target_len
 
 
-def truncate(input_ids: list[int], labels: list[int], cutoff_len: int) -> Example:
-    """Fit one example in `cutoff_len`: prompt cut from the left, last reply from the right."""
-    if len(input_ids) <= cutoff_len:
-        return {"input_ids": input_ids, "labels": labels}
-    start = response_start(labels)
-    reply_len = len(input_ids) - start
-    keep_reply = min(reply_len, max(cutoff_len - start, cutoff_len // 2))
-    keep_prompt = cutoff_len - keep_reply
-    first = start - keep_prompt
-    return {
-        "input_ids": input_ids[first : start + keep_reply],
-        "labels": labels[first : start + keep_reply],
-    }
+def supervised_example(pairs: Pairs, cutoff_len: int | None, eos_id: int | None) -> Example:
+    """LLaMA-Factory's supervised processor: pairs in order, each cut by infer_seqlen to the
+    room left, prompts masked; stops once `cutoff_len` is used. Both ends keep their start
+    (prompt and reply are cut from the right). `eos_id` (efficient_eos templates) is added at
+    the end, and later prompts' first label is it."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    total = 1 if eos_id is not None else 0
+    for turn, (source, target) in enumerate(pairs):
+        if cutoff_len is not None:
+            if total >= cutoff_len:
+                break
+            source_len, target_len = infer_seqlen(len(source), len(target), cutoff_len - total)
+            source, target = source[:source_len], target[:target_len]
+            total += source_len + target_len
+        source_labels = [IGNORE_INDEX] * len(source)
+        if eos_id is not None and turn != 0 and source:
+            source_labels[0] = eos_id
+        input_ids += source + target
+        labels += source_labels + target
+    if eos_id is not None:
+        input_ids.append(eos_id)
+        labels.append(eos_id)
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def mask_turn_end_newline(pairs: Pairs, template: ChatTemplate, tokenizer: Any) -> Pairs:
+    """Move a reply's last token into the next prompt when it is the "\n" after a stop word
+    (ChatML's `<|im_end|>\n`), so that it is not trained; LLaMA-Factory trains it."""
+    newline = tokenize(tokenizer, "\n")
+    stops = set(template.stop_token_ids(tokenizer))
+    moved: Pairs = []
+    carry: list[int] = []
+    for source, target in pairs:
+        source = carry + source
+        carry = []
+        if len(target) >= 2 and target[-1:] == newline and target[-2] in stops:
+            target, carry = target[:-1], newline
+        moved.append((source, target))
+    return [*moved, (carry, [])] if carry else moved
 
 
 def build_sft_examples(
@@ -82,14 +111,18 @@ def build_sft_examples(
     enable_thinking: bool,
     cutoff_len: int,
     packing: bool,
+    mask_newline: bool = False,
 ) -> list[Example]:
-    """Encode conversations with a named template, truncate each, and pack when asked."""
+    """Encode conversations with a named template, truncate each as LLaMA-Factory does, and
+    pack when asked; examples left with no trained token are dropped."""
     _check_cutoff(cutoff_len)
     chat = get_template(template)
     examples = []
     for conversation in conversations:
-        input_ids, labels = chat.encode(tokenizer, conversation, enable_thinking)
-        example = truncate(input_ids, labels, cutoff_len)
+        pairs = chat.encode_pairs(tokenizer, conversation, enable_thinking)
+        if mask_newline:
+            pairs = mask_turn_end_newline(pairs, chat, tokenizer)
+        example = supervised_example(pairs, cutoff_len, chat.efficient_eos_id(tokenizer))
         example["labels"][0] = IGNORE_INDEX
         if any(label != IGNORE_INDEX for label in example["labels"]):
             examples.append(example)

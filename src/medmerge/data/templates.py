@@ -1,24 +1,16 @@
-"""Chat templates by their LLaMA-Factory names: text segments, token ids and label masks.
+"""Chat templates by their LLaMA-Factory names: token ids, label masks and generation prompts.
 
-A conversation is cut into alternating segments: prompt (labels -100) and response (trained).
-Segments are tokenized separately and concatenated, as LLaMA-Factory does, so the
-prompt/response boundary is exact. Every assistant turn is trained (LLaMA-Factory without
-`mask_history`); each response is `{answer}<|im_end|>`. The `\\n` after `<|im_end|>` opens the
-next prompt and is not trained, also after the last turn (LLaMA-Factory trains that `\\n`).
-
-`qwen3` follows LLaMA-Factory's ReasoningTemplate: with thinking enabled, a response without
-`<think>` gets an empty `<think>\\n\\n</think>\\n\\n` block that is trained; with thinking
-disabled, reasoning is removed from responses and the empty block ends each prompt, masked.
-`qwen3_nothink` is plain ChatML with stop word `<|im_end|>`; `chatml` is the same text with
-stop words `<|im_end|>` and `<|im_start|>` (neither has a default system prompt, as in
-LLaMA-Factory). `default` uses the tokenizer's own chat template and trains the last reply only.
+The registered templates are LLaMA-Factory 0.9.x's (data/template.py), as slot data in
+`SlotTemplate` (chat_slots.py), encoded token- and label-exact as its supervised processor does:
+every assistant turn is trained, including what the assistant slot puts after the end marker
+(ChatML's "\\n" after `<|im_end|>`; `mask_turn_end_newline` in the train config masks it).
+`tokenizer` renders the tokenizer's own Jinja chat template instead and trains the last reply.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -26,12 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from medmerge.data.chat_slots import (
+    BOS,
+    EOS,
+    THOUGHT_WORDS,
+    Pairs,
+    SlotTemplate,
+    tokenize,
+)
 from medmerge.data.readers import Conversation, Message, check_roles
 from medmerge.errors import ConfigError, DataError, ModelError, unknown_choice
 
 IGNORE_INDEX = -100
-EMPTY_THINK = "<think>\n\n</think>\n\n"
-_THOUGHT = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+EMPTY_THINK = THOUGHT_WORDS[0] + THOUGHT_WORDS[1]
 # Bounds on one render of a tokenizer's own (untrusted) Jinja chat template.
 RENDER_SECONDS = 10.0
 RENDER_CHARS = 16 * 2**20  # plus 4 characters per character of the messages
@@ -50,6 +49,20 @@ class ChatTemplate(Protocol):
         """Token ids and labels (-100 on prompt tokens) of a whole conversation."""
         ...
 
+    def encode_pairs(
+        self, tokenizer: Any, conversation: Conversation, enable_thinking: bool
+    ) -> Pairs:
+        """(prompt ids, reply ids) per trained turn, for truncation as LLaMA-Factory does it."""
+        ...
+
+    def efficient_eos_id(self, tokenizer: Any) -> int | None:
+        """The EOS id added once at the end of an example (efficient_eos templates)."""
+        ...
+
+    def prompt_ids(self, tokenizer: Any, messages: Any, enable_thinking: bool) -> list[int]:
+        """The generation prompt's ids (LLaMA-Factory's encode_oneturn)."""
+        ...
+
     def render_prompt(self, tokenizer: Any, messages: Any, enable_thinking: bool) -> str:
         """The generation prompt for messages ending with a user turn."""
         ...
@@ -57,20 +70,6 @@ class ChatTemplate(Protocol):
     def stop_token_ids(self, tokenizer: Any) -> list[int]:
         """Token ids that end a generated reply."""
         ...
-
-
-def remove_thought(content: str) -> str:
-    """Drop `<think>...</think>` blocks, as LLaMA-Factory does with thinking disabled."""
-    return _THOUGHT.sub("", content).lstrip("\n")
-
-
-def has_thought(content: str) -> bool:
-    return "<think>" in content or "</think>" in content
-
-
-def tokenize(tokenizer: Any, text: str) -> list[int]:
-    """Ids of `text` with no BOS/EOS added."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def join_segments(tokenizer: Any, segments: list[tuple[str, bool]]) -> Encoded:
@@ -84,62 +83,12 @@ def join_segments(tokenizer: Any, segments: list[tuple[str, bool]]) -> Encoded:
     return input_ids, labels
 
 
-def _as_messages(messages: Any) -> tuple[Message, ...]:
+def as_messages(messages: Any) -> tuple[Message, ...]:
     if isinstance(messages, Conversation):
         return messages.messages
     return tuple(
         m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in messages
     )
-
-
-@dataclass(frozen=True)
-class ChatMLTemplate:
-    """ChatML turns; `reasoning` adds Qwen3's think-block handling."""
-
-    name: str
-    stop_strings: tuple[str, ...] = ("<|im_end|>",)
-    reasoning: bool = False
-
-    def segments(
-        self, messages: tuple[Message, ...], enable_thinking: bool
-    ) -> list[tuple[str, bool]]:
-        """(text, trained) pieces; messages end with an assistant turn or a user turn (prompt)."""
-        think = self.reasoning
-        prompt, pieces = "", []
-        for message in messages:
-            if message.role in ("system", "user"):
-                prompt += f"<|im_start|>{message.role}\n{message.content}<|im_end|>\n"
-                continue
-            content = message.content
-            if think and not enable_thinking:
-                content = remove_thought(content)
-            prompt += "<|im_start|>assistant\n"
-            if think and not has_thought(content):
-                if enable_thinking:
-                    content = EMPTY_THINK + content
-                else:
-                    prompt += EMPTY_THINK
-            pieces += [(prompt, False), (content + "<|im_end|>", True)]
-            prompt = "\n"
-        if messages and messages[-1].role == "user":
-            prompt += "<|im_start|>assistant\n"
-            if think and not enable_thinking:
-                prompt += EMPTY_THINK
-        return [*pieces, (prompt, False)]
-
-    def encode(self, tokenizer: Any, conversation: Conversation, enable_thinking: bool) -> Encoded:
-        """Token ids and labels of a conversation that ends with an assistant turn."""
-        check_roles(conversation.messages, conversation.source)
-        return join_segments(tokenizer, self.segments(conversation.messages, enable_thinking))
-
-    def render_prompt(self, tokenizer: Any, messages: Any, enable_thinking: bool) -> str:
-        """The text to generate from: ends with the assistant header (and empty think block)."""
-        turns = _as_messages(messages)
-        check_roles(turns, "prompt", final="user")
-        return "".join(text for text, _ in self.segments(turns, enable_thinking))
-
-    def stop_token_ids(self, tokenizer: Any) -> list[int]:
-        return [tokenizer.convert_tokens_to_ids(word) for word in self.stop_strings]
 
 
 class _RenderLimit(Exception):
@@ -245,7 +194,7 @@ class TokenizerTemplate:
     response is the rest of the full render, trained up to and including the eos token.
     """
 
-    name: str = "default"
+    name: str = "tokenizer"
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -261,7 +210,7 @@ class TokenizerTemplate:
     ) -> str:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
-                "template 'default' needs a tokenizer with a chat template; pick qwen3"
+                "template 'tokenizer' needs a tokenizer with a chat template; pick qwen3"
             )
         dicts = [{"role": m.role, "content": m.content} for m in turns]
         return render_chat_template(
@@ -269,7 +218,17 @@ class TokenizerTemplate:
         )
 
     def encode(self, tokenizer: Any, conversation: Conversation, enable_thinking: bool) -> Encoded:
-        """Prompt = render up to the last user turn; response = the rest of the full render."""
+        ids, labels = [], []
+        for prompt, reply in self.encode_pairs(tokenizer, conversation, enable_thinking):
+            ids += prompt + reply
+            labels += [IGNORE_INDEX] * len(prompt) + reply
+        return ids, labels
+
+    def encode_pairs(
+        self, tokenizer: Any, conversation: Conversation, enable_thinking: bool
+    ) -> Pairs:
+        """Prompt = render up to the last user turn; reply = the rest of the full render up to
+        and including the eos token; what follows it is a last, untrained pair."""
         turns = conversation.messages
         check_roles(turns, conversation.source)
         source = conversation.source
@@ -283,24 +242,121 @@ class TokenizerTemplate:
         response = full[len(prompt) :]
         eos = tokenizer.eos_token or ""
         cut = response.rfind(eos) + len(eos) if eos and eos in response else len(response)
-        segments = [(prompt, False), (response[:cut], True), (response[cut:], False)]
-        return join_segments(tokenizer, [s for s in segments if s[0]])
+        pairs = [(tokenize(tokenizer, prompt), tokenize(tokenizer, response[:cut]))]
+        return pairs + ([(tokenize(tokenizer, response[cut:]), [])] if response[cut:] else [])
 
     def render_prompt(self, tokenizer: Any, messages: Any, enable_thinking: bool) -> str:
-        turns = _as_messages(messages)
+        turns = as_messages(messages)
         check_roles(turns, "prompt", final="user")
         return self._render(tokenizer, turns, enable_thinking, gen=True)
+
+    def prompt_ids(self, tokenizer: Any, messages: Any, enable_thinking: bool) -> list[int]:
+        return tokenize(tokenizer, self.render_prompt(tokenizer, messages, enable_thinking))
+
+    def efficient_eos_id(self, tokenizer: Any) -> int | None:
+        return None
 
     def stop_token_ids(self, tokenizer: Any) -> list[int]:
         return [tokenizer.eos_token_id]
 
 
-TEMPLATES: dict[str, ChatTemplate] = {
-    "qwen3": ChatMLTemplate("qwen3", reasoning=True),
-    "qwen3_nothink": ChatMLTemplate("qwen3_nothink"),
-    "chatml": ChatMLTemplate("chatml", stop_strings=("<|im_end|>", "<|im_start|>")),
-    "default": TokenizerTemplate(),
-}
+_CHATML_USER = "<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n"
+_CHATML = dict(
+    user=(_CHATML_USER,),
+    assistant=("{{content}}<|im_end|>\n",),
+    system=("<|im_start|>system\n{{content}}<|im_end|>\n",),
+    stop_strings=("<|im_end|>",),
+    replace_eos=True,
+)
+_GEMMA = dict(
+    user=("<start_of_turn>user\n{{content}}<end_of_turn>\n<start_of_turn>model\n",),
+    assistant=("{{content}}<end_of_turn>\n",),
+    system=("{{content}}\n\n",),
+    prefix=(BOS,),
+    stop_strings=("<end_of_turn>",),
+    replace_eos=True,
+    fuse_system=True,
+)
+_PHI = dict(
+    user=("<|user|>\n{{content}}<|end|>\n<|assistant|>\n",),
+    assistant=("{{content}}<|end|>\n",),
+    system=("<|system|>\n{{content}}<|end|>\n",),
+    stop_strings=("<|end|>",),
+    replace_eos=True,
+)
+_LLAMA3_HEADER = "<|start_header_id|>{}<|end_header_id|>\n\n"
+
+# LLaMA-Factory 0.9.5's register_template calls for these names, slot for slot.
+_SLOT_TEMPLATES = [
+    SlotTemplate("qwen3", **_CHATML, reasoning=True),
+    SlotTemplate("qwen3_nothink", **_CHATML),
+    SlotTemplate(
+        "qwen",
+        **_CHATML,
+        default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    ),
+    SlotTemplate("chatml", **{**_CHATML, "stop_strings": ("<|im_end|>", "<|im_start|>")}),
+    SlotTemplate(
+        "default",
+        user=("Human: {{content}}", EOS, "\nAssistant:"),
+        assistant=("{{content}}", EOS, "\n"),
+        system=("System: {{content}}", EOS, "\n"),
+    ),
+    SlotTemplate(
+        "empty", user=("{{content}}",), assistant=("{{content}}",), system=("{{content}}",)
+    ),
+    SlotTemplate(
+        "llama3",
+        user=(
+            _LLAMA3_HEADER.format("user")
+            + "{{content}}<|eot_id|>"
+            + _LLAMA3_HEADER.format("assistant"),
+        ),
+        assistant=("{{content}}<|eot_id|>",),
+        system=(_LLAMA3_HEADER.format("system") + "{{content}}<|eot_id|>",),
+        prefix=(BOS,),
+        stop_strings=("<|eot_id|>", "<|eom_id|>"),
+        replace_eos=True,
+    ),
+    SlotTemplate(
+        "mistral",
+        user=("[INST] {{content}}[/INST]",),
+        assistant=(" {{content}}", EOS),
+        system=("{{content}}\n\n",),
+        prefix=(BOS,),
+        fuse_system=True,
+    ),
+    SlotTemplate("gemma", **_GEMMA),
+    SlotTemplate(
+        "gemma2",
+        **{**_GEMMA, "stop_strings": ("<eos>", "<end_of_turn>"), "replace_eos": False},
+        efficient_eos=True,
+    ),
+    SlotTemplate("gemma3", **_GEMMA),
+    SlotTemplate("phi", **_PHI),
+    # LLaMA-Factory's phi_small prefix is {"<|endoftext|>"}, a set naming neither bos_token nor
+    # eos_token, so it adds nothing; neither does this one.
+    SlotTemplate("phi_small", **_PHI),
+    SlotTemplate(
+        "phi4",
+        user=("<|im_start|>user<|im_sep|>{{content}}<|im_end|><|im_start|>assistant<|im_sep|>",),
+        assistant=("{{content}}<|im_end|>",),
+        system=("<|im_start|>system<|im_sep|>{{content}}<|im_end|>",),
+        stop_strings=("<|im_end|>",),
+        replace_eos=True,
+    ),
+    SlotTemplate(
+        "phi4_mini",
+        user=("<|user|>{{content}}<|end|><|assistant|>",),
+        assistant=("{{content}}<|end|>",),
+        system=("<|system|>{{content}}<|end|>",),
+        stop_strings=("<|end|>",),
+        replace_eos=True,
+    ),
+]
+
+TEMPLATES: dict[str, ChatTemplate] = {t.name: t for t in _SLOT_TEMPLATES}
+TEMPLATES["tokenizer"] = TokenizerTemplate()
 
 
 def get_template(name: str) -> ChatTemplate:
