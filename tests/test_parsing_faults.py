@@ -176,7 +176,7 @@ def test_tokenizer_chat_template_faults(fault, tiny_base, repo, tmp_path, capsys
     base = Path(shutil.copytree(tiny_base, tmp_path / "base"))
     (base / "chat_template.jinja").write_text(source, "utf-8")
     data = repo / "data/sft_en/genmedgpt_sample.json"
-    argv = ["train", "sft", "--base", str(base), "--data", str(data), "--template", "default"]
+    argv = ["train", "sft", "--base", str(base), "--data", str(data), "--template", "tokenizer"]
     started = time.monotonic()
     code = main([*argv, "--out", str(tmp_path / "out"), "--set", "max_samples=2"])
     _one_error(code, capsys, *needles)
