@@ -111,3 +111,42 @@ def test_goldens_cover_every_template_of_the_issue():
     wanted |= {"phi4", "phi4_mini"}
     assert wanted <= covered
     assert set(golden("qwen3")["sft"]) >= {"qwen3:think", "qwen3:nothink", "qwen", "chatml"}
+
+
+def _pt_cases():
+    for name in (*PROJECT_TOKENIZERS, *QWEN3_TOKENIZERS):
+        for template in golden(name)["pt"]:
+            yield pytest.param(name, template, id=f"{name}-{template}")
+
+
+@pytest.mark.parametrize(("tokenizer_name", "template"), list(_pt_cases()))
+def test_pt_rows_equal_llamafactory(tokenizers, tokenizer_name, template):
+    from medmerge.data import build_pt_examples
+
+    documents = json.loads((GOLDENS / "conversations.json").read_text("utf-8"))["documents"]
+    expected = golden(tokenizer_name)["pt"][template]
+    cutoff = golden(tokenizer_name)["pt_cutoff"]
+    tokenizer = tokenizers[tokenizer_name]
+    for packing, key in ((True, "packed"), (False, "unpacked")):
+        rows = build_pt_examples(documents, tokenizer, cutoff, template, packing)
+        assert [row["input_ids"] for row in rows] == expected[key], key
+        assert all(row["labels"] == row["input_ids"] for row in rows)
+    kept = build_pt_examples(documents, tokenizer, cutoff, template, True, keep_remainder=True)
+    assert [row["input_ids"] for row in kept[:-1]] == expected["packed"]
+    assert 0 < len(kept[-1]["input_ids"]) < cutoff
+
+
+def test_mask_turn_end_newline_masks_only_that_newline(tokenizers):
+    tokenizer = tokenizers["qwen3"]
+    record = inputs()["en_multi"]
+    [plain] = build_sft_examples([conversation(record)], tokenizer, "qwen3", True, 4096, False)
+    [masked] = build_sft_examples(
+        [conversation(record)], tokenizer, "qwen3", True, 4096, False, mask_newline=True
+    )
+    assert masked["input_ids"] == plain["input_ids"]
+    changed = [
+        i for i, (a, b) in enumerate(zip(plain["labels"], masked["labels"], strict=True)) if a != b
+    ]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert len(changed) == 2
+    assert all(plain["input_ids"][i - 1] == im_end and masked["labels"][i] == -100 for i in changed)

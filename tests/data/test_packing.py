@@ -19,7 +19,7 @@ from medmerge.data import (
 from medmerge.errors import ConfigError
 
 M = -100
-EOT = 1019
+IM_END_ID = 1021
 
 
 def qa(question: str, answer: str) -> Conversation:
@@ -33,14 +33,20 @@ CHATS = [
 ]
 
 
-def test_pt_blocks_end_documents_and_keep_the_tail(tokenizer) -> None:
+def test_pt_blocks_end_documents_with_the_templates_eos_and_drop_the_tail(tokenizer) -> None:
     one = tokenizer("Fever is a sign.", add_special_tokens=False).input_ids
     two = tokenizer("Be brief.", add_special_tokens=False).input_ids
-    stream = [*one, EOT, *two, EOT]
-    assert len(stream) == 15
-    examples = build_pt_examples(["Fever is a sign.", "Be brief."], tokenizer, cutoff_len=6)
-    assert [e["input_ids"] for e in examples] == [stream[:6], stream[6:12], stream[12:]]
-    assert all(e["labels"] == e["input_ids"] for e in examples)
+    texts = ["Fever is a sign.", "Be brief."]
+    for template, eos in (("qwen3", IM_END_ID), ("tokenizer", IM_END_ID), ("empty", IM_END_ID)):
+        stream = [*one, eos, *two, eos]
+        assert len(stream) == 15
+        examples = build_pt_examples(texts, tokenizer, 6, template)
+        assert [e["input_ids"] for e in examples] == [stream[:6], stream[6:12]]
+        assert all(e["labels"] == e["input_ids"] for e in examples)
+        kept = build_pt_examples(texts, tokenizer, 6, template, keep_remainder=True)
+        assert [e["input_ids"] for e in kept] == [stream[:6], stream[6:12], stream[12:]]
+    unpacked = build_pt_examples(texts, tokenizer, 6, "qwen3", packing=False)
+    assert [e["input_ids"] for e in unpacked] == [[*one, IM_END_ID][:6], [*two, IM_END_ID][:6]]
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ def test_bundled_csv_abstracts(data_dir: Path) -> None:
     texts = read_pt_texts(data_dir / "pt" / "medical_abstracts.csv", "medical_abstract")
     assert len(texts) == 800
     assert texts[0].startswith("Obstructive sleep apnea following topical oropharyngeal anes")
-    assert texts[-1].endswith("not be candidates for revascularization.")
+    # Kept verbatim, as LLaMA-Factory reads it: this abstract ends with a space.
+    assert texts[-1].endswith("not be candidates for revascularization. ")
 
 
 def test_bundled_jsonl_text(data_dir: Path) -> None:
@@ -67,16 +68,29 @@ def test_bundled_alpaca_json_lines(data_dir: Path) -> None:
     assert conversations[0].messages[1].content.startswith("该病需要进行电极导线、脉冲发生器")
 
 
-def test_txt_documents_are_blank_line_separated(tmp_path: Path) -> None:
-    path = write(tmp_path, "a.txt", "first line\nsame doc\n\n \n\nsecond doc\r\n\r\nthird\n")
-    assert read_pt_texts(path) == ["first line\nsame doc", "second doc", "third"]
+def test_txt_has_one_verbatim_document_per_line(tmp_path: Path) -> None:
+    """As HF datasets' text loader (LLaMA-Factory) splits: \\n, \\r\\n, \\r; blank lines stay."""
+    path = write(
+        tmp_path, "a.txt", "first line\nsame doc\n\n \n\nsecond doc\r\n\r\nthird\rx\u2028y\n"
+    )
+    assert read_pt_texts(path) == [
+        "first line",
+        "same doc",
+        "",
+        " ",
+        "",
+        "second doc",
+        "",
+        "third",
+        "x\u2028y",
+    ]
 
 
 def test_pt_json_array_and_custom_field(tmp_path: Path) -> None:
     path = write(
         tmp_path, "a.json", '[\n {"body": "one"},\n {"body": "  "},\n {"body": "two"}\n]\n'
     )
-    assert read_pt_texts(path, text_column="body") == ["one", "two"]
+    assert read_pt_texts(path, text_column="body") == ["one", "  ", "two"]
     path = write(tmp_path, "b.jsonl", lines({"text": "x"}, {"text": "y"}))
     assert read_pt_texts(path) == ["x", "y"]
 

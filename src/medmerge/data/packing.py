@@ -1,7 +1,9 @@
 """Training examples: PT blocks, truncated or packed SFT rows, and the batch collator.
 
-PT: each document gets `<|endoftext|>`, all are concatenated and cut into `cutoff_len`
-blocks with labels = input_ids; the last, shorter block is kept (a small corpus still trains).
+PT is LLaMA-Factory's pretrain stage: each document gets the EOS its template implies (qwen3:
+`<|im_end|>`), and they are concatenated and cut into `cutoff_len` blocks with labels =
+input_ids, the short remainder dropped (`keep_remainder` keeps it); without packing, one
+document per row, truncated.
 
 SFT truncation is LLaMA-Factory's: turns in order, each (prompt, reply) pair cut from the
 right by infer_seqlen to the room left, later turns dropped once cutoff_len is used.
@@ -23,7 +25,7 @@ from typing import Any
 
 import torch
 
-from medmerge.data.chat_slots import Pairs, tokenize
+from medmerge.data.chat_slots import Pairs, SlotTemplate, tokenize
 from medmerge.data.readers import Conversation
 from medmerge.data.templates import IGNORE_INDEX, ChatTemplate, get_template
 from medmerge.errors import ConfigError
@@ -36,17 +38,57 @@ def _check_cutoff(cutoff_len: int) -> None:
         raise ConfigError(f"cutoff_len must be at least 2, got {cutoff_len}")
 
 
-def build_pt_examples(texts: list[str], tokenizer: Any, cutoff_len: int) -> list[Example]:
-    """Concatenate documents, each ended by `<|endoftext|>`, into blocks of `cutoff_len`."""
+def pt_eos_token(tokenizer: Any, template: str | None) -> str:
+    """The EOS LLaMA-Factory's pretrain stage appends: `<|end_of_text|>` for llama3, else the
+    tokenizer's eos after the template's fix (its first stop word for replace_eos templates)."""
+    if template == "llama3":
+        return "<|end_of_text|>"
+    if template is not None:
+        chat = get_template(template)
+        if isinstance(chat, SlotTemplate):
+            return chat.eos_token(tokenizer)
+    return tokenizer.eos_token or "<|endoftext|>"
+
+
+def build_pt_examples(
+    texts: list[str],
+    tokenizer: Any,
+    cutoff_len: int,
+    template: str | None = None,
+    packing: bool = True,
+    keep_remainder: bool = False,
+) -> list[Example]:
+    """LLaMA-Factory's pretrain processor: each document + EOS (as text, tokenized with it);
+    packed: concatenated and cut into `cutoff_len` blocks, the short remainder dropped unless
+    `keep_remainder`; unpacked: one row per document, truncated to `cutoff_len`. A tokenizer
+    with `add_bos_token` gets BOS first in every row, as in LLaMA-Factory."""
     _check_cutoff(cutoff_len)
-    end_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    eos = pt_eos_token(tokenizer, template)
+    end_id = tokenizer.convert_tokens_to_ids(eos)
     if end_id is None or end_id == tokenizer.unk_token_id:
-        raise ConfigError("the tokenizer has no '<|endoftext|>' token to end PT documents")
-    stream: list[int] = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        stream += [*ids, end_id]
-    blocks = [stream[start : start + cutoff_len] for start in range(0, len(stream), cutoff_len)]
-    return [{"input_ids": block, "labels": list(block)} for block in blocks]
+        raise ConfigError(
+            f"the tokenizer has no {eos!r} token to end PT documents with (template "
+            f"{template}); pick the template of the model's family"
+        )
+    add_bos = (
+        bool(getattr(tokenizer, "add_bos_token", False)) and tokenizer.bos_token_id is not None
+    )
+    documents = [text + eos for text in texts]
+    if not packing:
+        if add_bos:
+            documents = [tokenizer.bos_token + text for text in documents]
+        rows = [
+            ids[:cutoff_len] for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]
+        ]
+    else:
+        stream = [
+            i for ids in tokenizer(documents, add_special_tokens=False)["input_ids"] for i in ids
+        ]
+        end = len(stream) if keep_remainder else len(stream) // cutoff_len * cutoff_len
+        rows = [stream[start : start + cutoff_len] for start in range(0, end, cutoff_len)]
+        if add_bos:
+            rows = [[tokenizer.bos_token_id, *row[1:]] for row in rows]
+    return [{"input_ids": row, "labels": list(row)} for row in rows]
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:

@@ -1,13 +1,14 @@
 """Readers for the published formats: raw text for PT; Alpaca and ShareGPT for SFT.
 
-PT `.txt` files hold one document per blank-line-separated block (single line breaks stay
-inside a document). Blank documents are skipped in every PT format. SFT records become
+PT documents are read as LLaMA-Factory reads them: a `.txt` file holds one document per line
+(HF datasets' text loader: lines end at \n, \r\n or \r), JSON/CSV one per record; texts are
+kept verbatim (no strip) and an empty one stays (LLaMA-Factory makes it an EOS-only example).
+SFT records become
 `Conversation`s: an optional system turn, then user/assistant turns, ending with assistant.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,25 +85,18 @@ def read_pt_texts(path: str | Path, text_column: str | None = None) -> list[str]
     documents = []
     for line, text in texts:
         check_record_size(file, line, len(text))
-        if text.strip():
-            documents.append(text.strip())
-    if not documents:
+        documents.append(text)
+    if not any(text.strip() for text in documents):
         raise DataError(f"{file}: no non-empty documents; check the file or the text column")
     return documents
 
 
 def _txt_documents(file: Path) -> Iterator[tuple[int, str]]:
-    """(line, document) of a text file whose documents are separated by blank lines."""
-    text = read_text(file).replace("\r\n", "\n")
-    line, start = 1, 0
-    for blank in [*re.finditer(r"\n[ \t\r]*\n", text), None]:
-        end = len(text) if blank is None else blank.start()
-        document = text[start:end]
-        lead = len(document) - len(document.lstrip())
-        yield line + document.count("\n", 0, lead), document
-        if blank is not None:
-            line += text.count("\n", start, blank.end())
-            start = blank.end()
+    """(line, document): one document per line, as HF datasets' text loader splits a file."""
+    lines = read_text(file).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    yield from enumerate(lines, 1)
 
 
 def _text_field(file: Path, line: int, record: dict[str, Any], column: str) -> str:

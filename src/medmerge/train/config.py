@@ -55,7 +55,16 @@ class TrainConfig(StageConfig):
     )
     packing: bool | None = Field(
         default=None,
-        description="pack examples into full sequences (default: on for PT, off for SFT)",
+        description="pack examples into full sequences (default: on for PT, off for SFT); "
+        "PT without packing: one truncated document per row",
+    )
+    keep_remainder: bool = Field(
+        default=False,
+        description="PT: keep the last, short block (LLaMA-Factory drops it)",
+    )
+    mask_turn_end_newline: bool = Field(
+        default=False,
+        description="SFT: do not train the \\n after each reply's end token (LLaMA-Factory trains it)",
     )
     # LoRA and optimisation
     lora: LoraSettings = Field(default_factory=LoraSettings)

@@ -58,10 +58,18 @@ def load_training_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
     if cfg.max_samples:
         texts, conversations = texts[: cfg.max_samples], conversations[: cfg.max_samples]
     if cfg.stage == "pt":
-        examples = build_pt_examples(texts, tokenizer, cfg.cutoff_len)
+        examples = build_pt_examples(
+            texts, tokenizer, cfg.cutoff_len, cfg.template, cfg.packing, cfg.keep_remainder
+        )
     else:
         examples = build_sft_examples(
-            conversations, tokenizer, cfg.template, cfg.enable_thinking, cfg.cutoff_len, cfg.packing
+            conversations,
+            tokenizer,
+            cfg.template,
+            cfg.enable_thinking,
+            cfg.cutoff_len,
+            cfg.packing,
+            cfg.mask_turn_end_newline,
         )
     if not examples:
         raise DataError(
