@@ -94,6 +94,14 @@ COMMANDS: tuple[Command, ...] = (
         )
     ),
     Command(
+        ("encode",),
+        "show what training sees: token ids, labels and trained spans per example or block",
+        "medmerge encode --tokenizer runs/base --template qwen3 --data "
+        "data/sft_en/genmedgpt_sample.json --out runs/encoded.jsonl",
+        "medmerge.encode:EncodeConfig",
+        "medmerge.encode:run_encode",
+    ),
+    Command(
         ("merge",),
         "merge LoRA adapters into the base with chosen weights",
         "medmerge merge --base runs/base --adapter runs/pt=0.3 --adapter runs/sft=0.7 "
