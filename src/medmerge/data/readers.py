@@ -26,6 +26,12 @@ PT_SUFFIXES = (".txt", ".jsonl", ".json", ".csv")
 SFT_FORMATS = ("auto", "alpaca", "sharegpt")
 # Names a column mapping may rename: Alpaca fields, the ShareGPT list and its turn keys.
 COLUMN_KEYS = ("instruction", "input", "output", "system", "history", "conversations")
+LF_COLUMN_KEYS = {
+    "prompt": "instruction",
+    "query": "input",
+    "response": "output",
+    "messages": "conversations",
+}
 _SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -118,27 +124,43 @@ def read_sft(
     path: str | Path, fmt: str = "auto", columns: dict[str, str] | None = None
 ) -> list[Conversation]:
     """Read Alpaca or ShareGPT records (JSON array or lines) into validated conversations."""
+    return read_sft_counted(path, fmt, columns)[0]
+
+
+def read_sft_counted(
+    path: str | Path,
+    fmt: str = "auto",
+    columns: dict[str, str] | None = None,
+    skip_bad_records: bool = False,
+) -> tuple[list[Conversation], int]:
+    """`read_sft`, and with `skip_bad_records` bad records dropped and counted, not raised."""
     if fmt not in SFT_FORMATS:
         raise ConfigError(unknown_choice("SFT format", fmt, SFT_FORMATS))
     names = _column_names(columns or {})
     file = Path(path)
     if file.suffix.lower() not in (".json", ".jsonl"):
         raise DataError(f"{file}: unsupported SFT file type {file.suffix!r}; use .json or .jsonl")
-    conversations = []
+    conversations, skipped = [], 0
     for line, record in iter_json_records(file):
         source = f"{file}:{line}"
-        kind = fmt if fmt != "auto" else _detect_format(record, names, source)
-        if kind == "alpaca":
-            conversations.append(_from_alpaca(record, names, source))
-        else:
-            conversations.append(_from_sharegpt(record, names, source))
-    return conversations
+        try:
+            kind = fmt if fmt != "auto" else _detect_format(record, names, source)
+            convert = _from_alpaca if kind == "alpaca" else _from_sharegpt
+            conversations.append(convert(record, names, source))
+        except DataError:
+            if not skip_bad_records:
+                raise
+            skipped += 1
+    return conversations, skipped
 
 
 def _column_names(columns: dict[str, str]) -> dict[str, str]:
+    """medmerge's column keys, LLaMA-Factory's (prompt, query, response, messages) accepted."""
+    columns = {LF_COLUMN_KEYS.get(key, key): value for key, value in columns.items()}
     for key in columns:
         if key not in COLUMN_KEYS:
-            raise ConfigError(unknown_choice("SFT column key", key, COLUMN_KEYS))
+            choices = (*COLUMN_KEYS, *LF_COLUMN_KEYS)
+            raise ConfigError(unknown_choice("SFT column key", key, choices))
     return {key: columns.get(key, key) for key in COLUMN_KEYS}
 
 

@@ -30,11 +30,23 @@ class DataFile(StageConfig):
 class TrainConfig(StageConfig):
     """`medmerge train pt|sft`: one LoRA adapter from one base model and data files."""
 
-    path_fields = ("base", "data", "out")
+    path_fields = ("base", "data", "out", "dataset_dir")
 
     stage: Literal["pt", "sft"]
     base: str = Field(description="base model folder")
-    data: list[str | DataFile] = Field(min_length=1, description="data file(s) or folder(s)")
+    data: list[str | DataFile] = Field(
+        default_factory=list, description="data file(s) or folder(s)"
+    )
+    dataset: str | None = Field(
+        default=None,
+        description="dataset name(s) of --dataset-dir's dataset_info.json, comma-separated",
+    )
+    dataset_dir: str = Field(
+        default="data", description="folder of dataset_info.json (LLaMA-Factory's layout)"
+    )
+    skip_bad_records: bool = Field(
+        default=False, description="drop and count bad records instead of stopping at the first"
+    )
     out: str = Field(description="adapter output folder")
     # data reading
     text_column: str | None = Field(
@@ -44,7 +56,11 @@ class TrainConfig(StageConfig):
         default="auto", description="SFT: the data's layout"
     )
     columns: dict[str, str] = Field(default_factory=dict)  # SFT: field-name mapping
-    max_samples: int | None = Field(default=None, ge=1, description="use the first N examples only")
+    max_samples: int | None = Field(
+        default=None,
+        ge=1,
+        description="use the first N records of each data file or dataset (as LLaMA-Factory counts)",
+    )
     # formatting
     template: str = Field(default="qwen3", description="chat template")
     enable_thinking: bool = Field(
@@ -111,6 +127,8 @@ class TrainConfig(StageConfig):
 
     @model_validator(mode="after")
     def _defaults(self) -> TrainConfig:
+        if bool(self.data) == bool(self.dataset):
+            raise ValueError("give the data as --data FILE or as --dataset NAME, one of the two")
         if self.packing is None:
             object.__setattr__(self, "packing", self.stage == "pt")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from medmerge import loading
-from medmerge.data import build_pt_examples, build_sft_examples, collate, read_pt_texts, read_sft
+from medmerge.data import build_pt_examples, build_sft_examples, collate, read_pt_texts
+from medmerge.data.lf_datasets import dataset_specs, spec_conversations, spec_texts
+from medmerge.data.readers import read_sft_counted
 from medmerge.errors import DataError
 from medmerge.manifest import sha256_file
 from medmerge.train.config import TrainConfig
@@ -38,25 +41,55 @@ def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_training_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> TrainingData:
-    """Read every data file of the config and build the stage's examples."""
-    files, texts, conversations = [], [], []
+def _file_records(cfg: TrainConfig) -> tuple[list, list[dict], int]:
+    """Records of the --data files (the first max_samples of each), their provenance, skips."""
+    files, records, skipped = [], [], 0
     for item in cfg.data_files():
         if cfg.stage == "pt":
-            records = read_pt_texts(item.path, item.text_column)
-            texts.extend(records)
+            found = read_pt_texts(item.path, item.text_column)
         else:
-            records = read_sft(item.path, cfg.data_format, item.columns or None)
-            conversations.extend(records)
+            found, bad = read_sft_counted(
+                item.path, cfg.data_format, item.columns or None, cfg.skip_bad_records
+            )
+            skipped += bad
+        found = found[: cfg.max_samples] if cfg.max_samples else found
+        records.extend(found)
         files.append(
             {
                 "path": str(Path(item.path).resolve()),
                 "sha256": sha256_file(item.path),
-                "records": len(records),
+                "records": len(found),
             }
         )
-    if cfg.max_samples:
-        texts, conversations = texts[: cfg.max_samples], conversations[: cfg.max_samples]
+    return records, files, skipped
+
+
+def _dataset_records(cfg: TrainConfig) -> tuple[list, list[dict], int]:
+    """Records of the --dataset entries of dataset_info.json, as LLaMA-Factory reads them."""
+    names = [name.strip() for name in (cfg.dataset or "").split(",") if name.strip()]
+    files, records, skipped = [], [], 0
+    for spec in dataset_specs(names, cfg.dataset_dir):
+        if cfg.stage == "pt":
+            found = spec_texts(spec, cfg.max_samples)
+        else:
+            found, bad = spec_conversations(spec, cfg.max_samples, cfg.skip_bad_records)
+            skipped += bad
+        records.extend(found)
+        files += [
+            {"path": str(f.resolve()), "sha256": sha256_file(f), "dataset": spec.name}
+            for f in spec.files
+        ]
+        files[-1]["records"] = len(found)
+    return records, files, skipped
+
+
+def load_training_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> TrainingData:
+    """Read every data file (or dataset) of the config and build the stage's examples."""
+    records, files, skipped = (_dataset_records if cfg.dataset else _file_records)(cfg)
+    if skipped:
+        print(f"medmerge: skipped {skipped} bad record(s) (--skip-bad-records)", file=sys.stderr)
+    texts = records if cfg.stage == "pt" else []
+    conversations = records if cfg.stage == "sft" else []
     if cfg.stage == "pt":
         examples = build_pt_examples(
             texts, tokenizer, cfg.cutoff_len, cfg.template, cfg.packing, cfg.keep_remainder
@@ -73,7 +106,7 @@ def load_training_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
         )
     if not examples:
         raise DataError(
-            f"{', '.join(f.path for f in cfg.data_files())}: no training examples (is cutoff_len {cfg.cutoff_len} larger than the data?)"
+            f"{', '.join(f['path'] for f in files)}: no training examples (is cutoff_len {cfg.cutoff_len} larger than the data?)"
         )
     held_out: list[dict[str, list[int]]] = []
     if cfg.val_size:

@@ -115,6 +115,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def _data_paths(cfg: TrainConfig) -> list[str]:
+    """The data files the run reads: --data, or dataset_info.json and the --dataset files."""
+    if cfg.dataset:
+        from medmerge.data.lf_datasets import DATA_CONFIG, dataset_specs
+
+        names = [name.strip() for name in cfg.dataset.split(",") if name.strip()]
+        files = [str(f) for spec in dataset_specs(names, cfg.dataset_dir) for f in spec.files]
+        return [str(Path(cfg.dataset_dir) / DATA_CONFIG), *files]
     return [entry if isinstance(entry, str) else entry.path for entry in cfg.data]
 
 
