@@ -16,6 +16,7 @@ from medmerge.checkpoints.reading import (
 from medmerge.checkpoints.writing import (
     OutputSpec,
     Payload,
+    output_dtype,
     parse_size,
     plan_shards,
     shard_names,
@@ -32,6 +33,7 @@ __all__ = [
     "Payload",
     "Scratch",
     "TensorEntry",
+    "output_dtype",
     "parse_size",
     "plan_shards",
     "read_ahead",

@@ -36,6 +36,13 @@ class OutputSpec:
         return count * DTYPES[self.dtype].itemsize
 
 
+def output_dtype(stored: torch.dtype, main: torch.dtype, out: torch.dtype) -> torch.dtype:
+    """The dtype a merged checkpoint stores a tensor in: `out` for a tensor stored in the base's
+    main float dtype `main`, its own dtype otherwise (fp32 norms of a bf16 model stay fp32,
+    integer buffers stay integers). Merge writes by this rule and verify checks it."""
+    return out if stored == main else stored
+
+
 def plan_shards(specs: Iterable[OutputSpec], max_bytes: int) -> list[list[OutputSpec]]:
     """Group tensors, in order, into shards of at most `max_bytes` (a bigger tensor stands alone)."""
     shards: list[list[OutputSpec]] = [[]]

@@ -18,11 +18,13 @@ import torch
 
 from medmerge.checkpoints import (
     DTYPE_NAMES,
+    DTYPES,
     INDEX_NAME,
     Checkpoint,
     OutputSpec,
     Payload,
     Scratch,
+    output_dtype,
     parse_size,
     plan_shards,
     read_ahead,
@@ -56,7 +58,8 @@ def export_full(job: MergeJob, out: Path, progress=None) -> dict[str, str]:
     the current one (torch uses every core), and a writer thread hashes and writes.
     """
     touched = all_touched(job.adapters)
-    specs = [_output_spec(entry, job.out_dtype) for entry in job.base.entries.values()]
+    main = job.base.stored_float_dtype()
+    specs = [_output_spec(entry, main, job.out_dtype) for entry in job.base.entries.values()]
     shards = plan_shards(specs, parse_size(job.max_shard_size))
     names = shard_names(len(shards))
     scratch = Scratch()
@@ -73,9 +76,11 @@ def export_full(job: MergeJob, out: Path, progress=None) -> dict[str, str]:
     return hashes
 
 
-def _output_spec(entry, out_dtype: torch.dtype) -> OutputSpec:
-    dtype = DTYPE_NAMES[out_dtype] if entry.torch_dtype.is_floating_point else entry.dtype
-    return OutputSpec(entry.name, dtype, entry.shape)
+def _output_spec(entry, main: torch.dtype, out_dtype: torch.dtype) -> OutputSpec:
+    """A tensor in the base's main float dtype is written in `out_dtype`; any other (fp32
+    norms beside bf16 weights, integer buffers) keeps its own dtype."""
+    dtype = output_dtype(entry.torch_dtype, main, out_dtype)
+    return OutputSpec(entry.name, DTYPE_NAMES[dtype], entry.shape)
 
 
 def _payloads(
@@ -90,23 +95,25 @@ def _payloads(
     for spec in specs:
         entry = job.base.entries[spec.name]
         if spec.name in touched:
-            yield _merged(job, spec.name, next(bases), scratch)
+            yield _merged(job, spec.name, next(bases), DTYPES[spec.dtype], scratch)
         elif spec.dtype == entry.dtype:
             yield entry
         else:
-            yield job.base.read(spec.name).to(job.out_dtype)
+            yield job.base.read(spec.name).to(DTYPES[spec.dtype])
 
 
-def _merged(job: MergeJob, name: str, base: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+def _merged(
+    job: MergeJob, name: str, base: torch.Tensor, dtype: torch.dtype, scratch: Scratch
+) -> torch.Tensor:
     _check_base_copies(job.adapters, name, base)
     spec = job.spec
     merged = merged_weight(
-        name, job.adapters, spec.plan, base, job.out_dtype, spec.method, spec.params, scratch
+        name, job.adapters, spec.plan, base, dtype, spec.method, spec.params, scratch
     )
     if not all_finite(merged):
         scratch.release(merged)
         raise MergeError(
-            f"{name}: merged tensor overflows {job.out_dtype} (Inf/NaN); use --dtype fp32 or smaller weights"
+            f"{name}: merged tensor overflows {dtype} (Inf/NaN); use --dtype fp32 or smaller weights"
         )
     return merged
 

@@ -13,17 +13,7 @@ _MAX_LISTED = 12
 
 def print_summary(report: dict[str, Any], path: Path) -> None:
     console = Console(stderr=True)
-    table = Table(title=f"verify {report['merged']}", show_lines=False)
-    for column in ("adapter", "intended", "recovered", "fit residual"):
-        table.add_column(column, justify="left" if column == "adapter" else "right")
-    for adapter in report["adapters"]:
-        table.add_row(
-            Path(adapter["path"]).name,
-            f"{adapter['intended_weight']:g}",
-            f"{adapter['recovered_weight']:.4f}",
-            f"{adapter['residual']:.2%}",
-        )
-    console.print(table)
+    console.print(_weights_table(report))
     line = (
         f"tensors checked {report['tensors_checked']} (touched {report['tensors_touched']}), "
         f"failed {report['tensors_failed']}, max ulp error {report['max_ulp_error']}, "
@@ -39,5 +29,29 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
         console.print(f"[red]FAIL[/red] {failure}", highlight=False)
     if len(report["failures"]) > _MAX_LISTED:
         console.print(f"... and {len(report['failures']) - _MAX_LISTED} more in {path}")
-    verdict = "[green]OK[/green]" if report["ok"] else "[red]FAILED[/red]"
-    console.print(f"{verdict} — details in {path}")
+    console.print(f"{_verdict_line(report)} — details in {path}")
+
+
+def _weights_table(report: dict[str, Any]) -> Table:
+    """Intended weights; beside them the fitted ones only for a merge that is not exact (the
+    fit of an exactly rounded delta shrinks where rounding erased part of it)."""
+    table = Table(title=f"verify {report['merged']}", show_lines=False)
+    fitted = report["verdict"] != "EXACT"
+    columns = ("adapter", "intended", *(("recovered", "fit residual") if fitted else ()))
+    for column in columns:
+        table.add_column(column, justify="left" if column == "adapter" else "right")
+    for adapter in report["adapters"]:
+        row = [Path(adapter["path"]).name, f"{adapter['intended_weight']:g}"]
+        if fitted:
+            row += [f"{adapter['recovered_weight']:.4f}", f"{adapter['residual']:.2%}"]
+        table.add_row(*row)
+    return table
+
+
+def _verdict_line(report: dict[str, Any]) -> str:
+    """The tensors' verdict, and FAILED when another check (provenance, behaviour) failed."""
+    colour = {"EXACT": "green", "WRONG": "red"}.get(report["verdict"], "yellow")
+    line = f"[{colour}]{report['verdict']}[/{colour}]"
+    if not report["ok"] and report["verdict"] != "WRONG":
+        line += " [red]FAILED[/red] (see above)"
+    return line

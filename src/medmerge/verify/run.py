@@ -5,12 +5,15 @@ provenance; a rich table on the terminal and verify.json beside the checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from medmerge import provenance
 from medmerge.architectures import architecture_of
@@ -36,6 +39,8 @@ from medmerge.verify.tensors import (
     TensorResult,
     check_touched,
     check_untouched,
+    dtype_problems,
+    erasure_warnings,
     names_to_check,
     structure_problems,
 )
@@ -91,35 +96,44 @@ def verify_merge_output(spec: MergeSpec, base: str, staging: Path, out: str) -> 
         logits=False,
         report=str(staging / "verify.json"),
     )
-    report = verify(verify_cfg, merge_spec=spec)
-    report["merged"] = str(out)  # the folder it will be once renamed into place
+    report = _renamed(verify(verify_cfg, merge_spec=spec), staging, Path(out))
     atomic_write_json(staging / "verify.json", report)
     print_summary(report, Path(out) / "verify.json")
     return bool(report["ok"])
 
 
+def _renamed(report: dict[str, Any], staging: Path, out: Path) -> dict[str, Any]:
+    """The report as it reads once the staging folder is renamed into place: every path and
+    message names the final folder, never the staging one, which no longer exists then."""
+    text = json.dumps(report)
+    for old, new in ((staging.resolve(), out.resolve()), (staging, out)):
+        text = text.replace(json.dumps(str(old))[1:-1], json.dumps(str(new))[1:-1])
+    return json.loads(text)
+
+
 def verify(cfg: VerifyConfig, merge_spec: MergeSpec | None = None) -> dict[str, Any]:
     """Run every check; return the verify.json record. `merge_spec` is given by `medmerge
-    merge` verifying its own staged output (which has no manifest yet)."""
+    merge` verifying its own staged output (which has no manifest yet).
+
+    The tensors are a certificate first: every touched tensor within 1 ulp of the intended
+    merge (fp64, rounded once) and every untouched one byte-identical in its own dtype is
+    EXACT, whatever a weight fit says. Only a merge that is not exact is diagnosed.
+    """
     merged_dir = Path(cfg.merged)
     manifest = read_manifest(merged_dir)
     base, merged = Checkpoint(cfg.base), Checkpoint(merged_dir)
     spec = (merge_spec or _intended(cfg, manifest)).on(architecture_of(base.config))
-    specs, plan, method, params = spec.adapters, spec.plan, spec.method, spec.params
     adapters = spec.load(cfg.allow_pickle)
-    check_fits(adapters, base.shapes(), plan)
+    check_fits(adapters, base.shapes(), spec.plan)
+    intended = Intended(adapters, spec.plan, spec.method, spec.params)
     with ThreadPoolExecutor(max_workers=2) as pool:
         identity = pool.submit(model_identity, cfg.base)
         own_files = pool.submit(
             provenance.check_own_files, merged_dir, manifest if merge_spec is None else None
         )
-        failures = structure_problems(base, merged)
         fit = FitSums.empty(len(adapters))
-        intended = Intended(adapters, plan, method, params)
-        results, not_finite = _check_tensors(base, merged, intended, cfg.sample, fit)
-        failures += not_finite
-        failures += [r.problem for r in results if r.problem]
-        failures += provenance.check_recorded_bases(adapters, identity.result())
+        results, tensor_failures = _check_tensors(base, merged, intended, cfg.sample, fit)
+        failures = provenance.check_recorded_bases(adapters, identity.result())
         failures += own_files.result()
     warnings = []
     if merge_spec is None:
@@ -130,36 +144,51 @@ def verify(cfg: VerifyConfig, merge_spec: MergeSpec | None = None) -> dict[str, 
             warnings.append(provenance.skipped_without_manifest(merged_dir))
     failures += provenance.check_side_files_against_base(Path(cfg.base), merged_dir)
     failures += provenance.check_template(adapters, cfg.template, cfg.enable_thinking)
-    labels = [a.path.name for a in adapters]
-    if not_finite:  # NaN/Inf poison the least-squares sums; the tensors already failed
-        recovery = Recovery([float("nan")] * len(adapters), float("nan"), float("nan"))
+    exact = not tensor_failures
+    recovery = _recover(fit, len(adapters))
+    if exact:
+        warnings += erasure_warnings(results, merged.stored_float_dtype())
     else:
-        recovery = solve(fit)
-    # Weights are recoverable when the merged delta is sum_i w_i d_i with one w_i per adapter.
-    if get_method(method).low_rank_exact and plan.is_global and not not_finite:
-        failures += diagnose_weights(recovery, plan.weights, labels)
-    behaviour = None
-    if cfg.logits:
-        from medmerge.verify.behaviour import compare_logits
+        tensor_failures += _weight_diagnosis(intended, recovery)
+    behaviour = _behaviour(cfg, merged_dir, intended, failures, warnings) if cfg.logits else None
+    verdict = "EXACT" if exact else "WRONG"
+    record = _record(cfg, spec.adapters, recovery, results, tensor_failures + failures, behaviour)
+    return {**record, "verdict": verdict, "method": spec.method, "warnings": warnings}
 
-        behaviour = compare_logits(
-            Path(cfg.base), merged_dir, adapters, plan, method, params, cfg.probe_prompts
+
+def _recover(fit: FitSums, count: int) -> Recovery:
+    """The least-squares weights; NaN/Inf in the merged tensors poison the sums (those tensors
+    already failed), so then every weight is NaN."""
+    if not (math.isfinite(fit.energy) and bool(torch.isfinite(fit.rhs).all())):
+        return Recovery([float("nan")] * count, float("nan"), float("nan"))
+    return solve(fit)
+
+
+def _weight_diagnosis(intended: Intended, recovery: Recovery) -> list[str]:
+    """Named mistakes from the recovered weights, where the merged delta is sum_i w_i d_i with
+    one w_i per adapter (a linear merge with global weights)."""
+    if not (get_method(intended.method).low_rank_exact and intended.plan.is_global):
+        return []
+    if any(math.isnan(w) for w in recovery.weights):
+        return []
+    labels = [a.path.name for a in intended.adapters]
+    return diagnose_weights(recovery, intended.plan.weights, labels)
+
+
+def _behaviour(cfg, merged_dir, intended, failures, warnings) -> dict[str, Any]:
+    from medmerge.verify.behaviour import compare_logits
+
+    behaviour = compare_logits(Path(cfg.base), merged_dir, *_fields(intended), cfg.probe_prompts)
+    if behaviour.get("skipped"):
+        warnings.append(f"behaviour check skipped: {behaviour['skipped']}")
+    elif behaviour.get("load_error"):
+        failures.append(f"behaviour: the merged folder does not load ({behaviour['load_error']})")
+    elif behaviour["top1_agreement"] < 1.0 or behaviour["max_abs_diff"] > 1e-2:
+        failures.append(
+            f"behaviour: logits differ from base + adapters in memory (max |diff| {behaviour['max_abs_diff']:.3g}, "
+            f"top-1 agreement {behaviour['top1_agreement']:.0%})"
         )
-        if behaviour.get("skipped"):
-            warnings.append(f"behaviour check skipped: {behaviour['skipped']}")
-        elif behaviour.get("load_error"):
-            failures.append(
-                f"behaviour: the merged folder does not load ({behaviour['load_error']})"
-            )
-        elif behaviour["top1_agreement"] < 1.0 or behaviour["max_abs_diff"] > 1e-2:
-            failures.append(
-                f"behaviour: logits differ from base + adapters in memory (max |diff| {behaviour['max_abs_diff']:.3g}, "
-                f"top-1 agreement {behaviour['top1_agreement']:.0%})"
-            )
-    return {
-        **_record(cfg, specs, recovery, results, failures, behaviour, method),
-        "warnings": warnings,
-    }
+    return behaviour
 
 
 @dataclass(frozen=True)
@@ -176,11 +205,13 @@ def _check_tensors(
     base: Checkpoint, merged: Checkpoint, intended: Intended, sample: int | None, fit: FitSums
 ) -> tuple[list[TensorResult], list[str]]:
     """Stream both checkpoints tensor by tensor (the next pair is read while this one is
-    checked); return each tensor's result and a failure line per tensor holding NaN/Inf."""
+    checked); return each tensor's result and every tensor-level failure: names and shapes,
+    dtypes, NaN/Inf, touched tensors off the intended merge, untouched ones changed."""
+    failures = structure_problems(base, merged) + dtype_problems(base, merged)
     checks = names_to_check(base, merged, intended.adapters, sample)
     names = [name for name, _ in checks]
     scratch = Scratch()
-    results, not_finite = [], []
+    results = []
     with ThreadPoolExecutor(max_workers=2) as reader:
         base_tensors = read_ahead(base, names, scratch, reader)
         merged_tensors = read_ahead(merged, names, scratch, reader)
@@ -195,8 +226,8 @@ def _check_tensors(
                 result = check_untouched(name, base_tensor, merged_tensor)
             results.append(result)
             if not all_finite(merged_tensor):
-                not_finite.append(f"{name}: holds NaN or Inf")
-    return results, not_finite
+                failures.append(f"{name}: holds NaN or Inf")
+    return results, failures + [r.problem for r in results if r.problem]
 
 
 def _fields(intended: Intended):
@@ -211,13 +242,12 @@ def _intended(cfg: VerifyConfig, manifest: dict | None) -> MergeSpec:
     )
 
 
-def _record(cfg, specs, recovery, results, failures, behaviour, method) -> dict[str, Any]:
+def _record(cfg, specs, recovery, results, failures, behaviour) -> dict[str, Any]:
     touched = [r for r in results if r.touched]
     return {
         "ok": not failures,
         "base": cfg.base,
         "merged": cfg.merged,
-        "method": method,
         "sampled": cfg.sample is not None,
         "adapters": [
             {

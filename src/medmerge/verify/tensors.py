@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from medmerge.checkpoints import Checkpoint, Scratch
+from medmerge.checkpoints import Checkpoint, Scratch, output_dtype
 from medmerge.lora import (
     Adapter,
     MethodParams,
@@ -21,7 +21,7 @@ from medmerge.lora import (
 )
 from medmerge.lora.delta import exact_rows, is_lora_only
 
-ERASED_BELOW = 0.5  # retention under which the output dtype has erased the delta
+RETAINED_WARN = 0.9  # an exact merge keeping less of its delta than this gets a warning
 
 
 @dataclass
@@ -225,26 +225,79 @@ def _tensor_problem(result: TensorResult, dtype: torch.dtype) -> str | None:
             f"{result.name}: {result.over_one_ulp} elements more than 1 ulp from round(W + delta) "
             f"(max {result.max_ulp} ulp)"
         )
-    if result.retention < ERASED_BELOW:
-        return (
-            f"{result.name}: only {result.retention:.0%} of the intended delta survived rounding to "
-            f"{str(dtype).removeprefix('torch.')}; the output dtype erases it, merge with --dtype fp32"
-        )
     return None
 
 
+def erasure_warnings(results: Sequence[TensorResult], dtype: torch.dtype) -> list[str]:
+    """One line when the output dtype rounded part of an exact merge's delta away: the merge is
+    what was asked, but the served model carries only the retained share of the adapters."""
+    touched = [r for r in results if r.touched]
+    erased = [r for r in touched if r.retention < RETAINED_WARN]
+    if not erased:
+        return []
+    worst = min(erased, key=lambda r: r.retention)
+    name = str(dtype).removeprefix("torch.")
+    return [
+        f"{name} rounding keeps only part of the adapters' delta: {len(erased)} of "
+        f"{len(touched)} touched tensors retain less than {RETAINED_WARN:.0%} (least: "
+        f"{worst.retention:.1%} in {worst.name}); the merge is exact for {name}, to keep the "
+        "whole delta merge with --dtype fp32 or serve the adapters unmerged"
+    ]
+
+
+_BIT_VIEWS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's elements as raw integers of the same width, flat."""
+    return tensor.reshape(-1).view(_BIT_VIEWS[tensor.element_size()])
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Byte-identical: same dtype, same shape, same bit patterns (NaN payloads and -0.0
+    included, which torch.equal would compare as numbers)."""
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bits(a), _bits(b))
+
+
 def check_untouched(name: str, base: torch.Tensor, merged: torch.Tensor) -> TensorResult:
-    """A tensor no adapter touches must equal the base bit for bit (in the merged dtype)."""
-    same = (
-        torch.equal(base.to(merged.dtype), merged)
-        if base.dtype != merged.dtype
-        else torch.equal(base, merged)
-    )
+    """A tensor no adapter touches must equal the base byte for byte in the dtype merge gives
+    it: its own, or the output dtype when the whole model was converted (dtype_problems checks
+    which). A converted one must be the base rounded once to that dtype."""
+    expected = base if base.dtype == merged.dtype else base.to(merged.dtype)
     problem = None
-    if not same:
-        changed = int((base.to(merged.dtype) != merged).sum())
+    if not same_bits(expected, merged):
+        changed = int((_bits(expected) != _bits(merged)).sum())
         problem = f"{name}: changed ({changed} elements) although no adapter touches it"
     return TensorResult(name, False, problem=problem)
+
+
+def dtype_problems(base: Checkpoint, merged: Checkpoint) -> list[str]:
+    """Each merged tensor in the dtype merge stores it in: the merged model's main float dtype
+    for a tensor in the base's main float dtype, its own dtype for any other
+    (`checkpoints.output_dtype`)."""
+    base_main, merged_main = base.stored_float_dtype(), merged.stored_float_dtype()
+    problems = []
+    for name in sorted(set(base.entries) & set(merged.entries)):
+        stored = base.entries[name].torch_dtype
+        want = output_dtype(stored, base_main, merged_main)
+        got = merged.entries[name].torch_dtype
+        if got != want and stored == base_main:
+            problems.append(
+                f"{name}: stored as {_dtype_name(got)} while the model's other "
+                f"{_dtype_name(stored)} tensors became {_dtype_name(merged_main)}; a merge "
+                "converts all of them to the output dtype"
+            )
+        elif got != want:
+            problems.append(
+                f"{name}: stored as {_dtype_name(got)} but the base stores it as "
+                f"{_dtype_name(stored)} beside {_dtype_name(base_main)} weights; a tensor in "
+                "another dtype than the model's main one keeps its own, bit for bit"
+            )
+    return problems
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def structure_problems(base: Checkpoint, merged: Checkpoint) -> list[str]:

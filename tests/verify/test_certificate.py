@@ -1,0 +1,122 @@
+"""Verify as a certificate: a merge that is the intended one rounded once is EXACT (exit 0)
+at every realistic delta size and output dtype, whatever a weight fit of the rounded delta
+says; untouched tensors keep their own dtype bit for bit; messages name the final folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from helpers.magnitudes import RATIOS, TARGETS, make_adapter, make_base
+from medmerge.cli import main
+from medmerge.merge import MergeConfig, run_merge
+from medmerge.verify import VerifyConfig
+from medmerge.verify.run import verify
+
+# The default tier keeps every ratio in bf16 (where rounding erases most of a small delta)
+# and the ends of the band in fp16 and fp32; the rest of the matrix is slow.
+FAST = {("bf16", r) for r in RATIOS} | {("fp16", 3e-4), ("fp16", 1e-2), ("fp32", 1e-4)}
+MATRIX = [
+    pytest.param(dtype, ratio, marks=() if (dtype, ratio) in FAST else pytest.mark.slow)
+    for dtype in ("bf16", "fp16", "fp32")
+    for ratio in RATIOS
+]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llama")
+    return {dtype: make_base(root / dtype, "llama", dtype) for dtype in ("bf16", "fp16", "fp32")}
+
+
+def _adapters(base, root, ratio):
+    return [
+        make_adapter(base, root / f"a{seed}", ratio, seed, target_modules=TARGETS["llama"])
+        for seed in (1, 2)
+    ]
+
+
+def _merge(base, adapters, out, weights=(0.3, 0.7), **fields) -> int:
+    cfg = MergeConfig(
+        base=str(base),
+        out=str(out),
+        adapters=[{"path": str(a), "weight": w} for a, w in zip(adapters, weights, strict=True)],
+        **fields,
+    )
+    return run_merge(cfg)
+
+
+@pytest.mark.parametrize(("dtype", "ratio"), MATRIX)
+def test_correct_merge_is_exact_at_every_delta_size(llama, tmp_path, dtype, ratio):
+    adapters = _adapters(llama[dtype], tmp_path, ratio)
+    assert _merge(llama[dtype], adapters, tmp_path / "out") == 0  # merge verifies its output
+    report = json.loads((tmp_path / "out" / "verify.json").read_text())
+    assert report["verdict"] == "EXACT" and report["ok"], report["failures"]
+    assert report["max_ulp_error"] <= 1 and report["tensors_touched"] == 10
+    erased = [w for w in report["warnings"] if "retain" in w]
+    if report["min_retention"] < 0.9:
+        assert erased and f"{report['min_retention']:.1%}" in erased[0]
+    else:
+        assert not erased
+
+
+def test_cli_exit_zero_and_final_folder_named(llama, tmp_path, capsys):
+    """Merge stages into a temporary folder; its report and messages name the final one."""
+    adapters = _adapters(llama["bf16"], tmp_path, 1e-3)
+    out = tmp_path / "merged"
+    argv = ["merge", "--base", str(llama["bf16"]), "--out", str(out)]
+    for adapter, weight in zip(adapters, (0.3, 0.7), strict=True):
+        argv += ["--adapter", f"{adapter}={weight}"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    record = (out / "verify.json").read_text()
+    assert ".medmerge-tmp" not in err and ".medmerge-tmp" not in record
+    assert json.loads(record)["merged"] == str(out)
+    assert f"detailsin{out / 'verify.json'}" in "".join(err.split())  # rich wraps lines
+    code = main(["verify", "--base", str(llama["bf16"]), "--merged", str(out), "--no-logits"])
+    assert code == 0 and "EXACT" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """A bf16 Llama whose norms are stored in fp32, two adapters at 1e-2, their merge."""
+    root = tmp_path_factory.mktemp("mixed")
+    base = make_base(root / "base", "llama", "mixed")
+    adapters = _adapters(base, root, 1e-2)
+    assert _merge(base, adapters, root / "out") == 0
+    return {"base": base, "adapters": adapters, "out": root / "out"}
+
+
+def test_untouched_tensors_keep_their_own_dtype_bit_for_bit(mixed):
+    base = load_file(mixed["base"] / "model.safetensors")
+    out = load_file(mixed["out"] / "model.safetensors")
+    norms = [n for n in base if "norm" in n]
+    assert norms and all(base[n].dtype == torch.float32 for n in norms)
+    for name in norms:
+        assert out[name].dtype == torch.float32 and torch.equal(out[name], base[name]), name
+    assert out["model.layers.0.self_attn.q_proj.weight"].dtype == torch.bfloat16
+    report = verify(VerifyConfig(base=str(mixed["base"]), merged=str(mixed["out"])))
+    assert report["verdict"] == "EXACT", report["failures"]
+
+
+def test_a_norm_cast_to_the_model_dtype_is_caught(mixed, tmp_path):
+    """What a merge that loads the whole model in bf16 does to fp32 norms."""
+    broken = tmp_path / "cast"
+    broken.mkdir()
+    for file in mixed["out"].iterdir():
+        (broken / file.name).write_bytes(file.read_bytes())
+    state = load_file(broken / "model.safetensors")
+    state["model.norm.weight"] = state["model.norm.weight"].to(torch.bfloat16)
+    save_file(state, broken / "model.safetensors", {"format": "pt"})
+    adapters = [
+        {"path": str(a), "weight": w} for a, w in zip(mixed["adapters"], (0.3, 0.7), strict=True)
+    ]
+    report = verify(
+        VerifyConfig(base=str(mixed["base"]), merged=str(broken), adapters=adapters, logits=False)
+    )
+    assert report["verdict"] == "WRONG" and not report["ok"]
+    (line,) = [f for f in report["failures"] if f.startswith("model.norm.weight:")]
+    assert "stored as bfloat16" in line and "float32" in line
