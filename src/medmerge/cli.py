@@ -155,6 +155,15 @@ COMMANDS: tuple[Command, ...] = (
         "medmerge.eval.run:run_score",
     ),
     Command(
+        ("compare",),
+        "paired tests of eval runs on shared items (McNemar, paired bootstrap, Holm)",
+        "medmerge compare runs/eval_base runs/eval_merged --out runs/compare",
+        "medmerge.eval.compare:CompareConfig",
+        "medmerge.eval.compare:run_compare",
+        positional=("runs",),
+        config="none",
+    ),
+    Command(
         ("sweep",),
         "evaluate a grid of merge weights with the base loaded once",
         "medmerge sweep configs/sweep.yaml --out runs/sweep",
