@@ -278,7 +278,11 @@ def _sort_key(
             module = name[: -len(suffix)]
             grouped.setdefault(module, {})[part] = tensor
             return
-    if ".base_layer." in name:
+    if name.endswith(".base_layer.bias"):
+        # bias="all" / "lora_only": the trained bias of a LoRA-wrapped module, a full copy
+        # like the trained biases of the modules it does not wrap (`q_proj.bias`).
+        adapter.full_copies[name.replace(".base_layer.", ".")] = tensor
+    elif ".base_layer." in name:
         adapter.base_copies[name.replace(".base_layer.", ".")] = tensor
     elif "lora_" in name or "magnitude" in name:
         raise MergeError(

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from medmerge.architectures import GENERIC
+from medmerge.architectures import GENERIC, Architecture, architecture_of
 from medmerge.checkpoints import Checkpoint
 from medmerge.errors import MergeError, ModelError
 from medmerge.loading import CONFIG_NAME, read_model_config
-from medmerge.lora.adapters import Adapter
+from medmerge.lora.adapters import Adapter, LoraFactors
 from medmerge.lora.delta import all_touched
 from medmerge.lora.plan import WeightPlan
 from medmerge.manifest import model_identity
@@ -31,7 +31,7 @@ def check_shapes(
     """The base's config.json must describe its tensors, and the adapters (and `plan`) must
     fit the base's tensors (`check_fits`)."""
     check_base_config(base)
-    check_fits(adapters, base.shapes(), plan)
+    check_fits(adapters, base.shapes(), plan, base.config)
 
 
 def check_in_memory_merge(
@@ -45,7 +45,8 @@ def check_in_memory_merge(
 
     `identity` is the base's model_identity when the caller has it (it is hashed otherwise).
     """
-    check_fits(adapters, {name: p.shape for name, p in model.named_parameters()})
+    config = model.config.to_dict() if hasattr(model, "config") else None
+    check_fits(adapters, {name: p.shape for name, p in model.named_parameters()}, None, config)
     if any(has_recorded_base(a) for a in adapters):
         check_identity(adapters, identity or model_identity(base))
 
@@ -54,12 +55,22 @@ def check_fits(
     adapters: Sequence[Adapter],
     shapes: Mapping[str, Sequence[int]],
     plan: WeightPlan | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> None:
-    """Every adapter tensor lands on a tensor of `shapes` of its shape, stored the way the
-    base's architecture stores it (Conv1D transposed), and every layer range or group weight
-    of `plan` selects a tensor the merge changes. A MergeError (one line, exit 2) otherwise."""
-    architecture = plan.architecture if plan is not None else GENERIC
+    """Place every adapter on the base (`place_adapters`: key prefixes, per-module layout),
+    then check that each adapter tensor lands on a tensor of `shapes` of its shape, that no
+    LoRA changes a tied embedding, and that every layer range or group weight of `plan`
+    selects a tensor the merge changes. A MergeError (one line, exit 2) otherwise.
+
+    The architecture is the plan's, else the one `config` (config.json) names."""
+    if plan is not None:
+        architecture = plan.architecture
+    else:
+        architecture = architecture_of(config) if config is not None else GENERIC
     for adapter in adapters:
+        place_adapter(adapter, shapes, architecture)
+        if config is not None and architecture.ties_embeddings(config):
+            _refuse_tied_embedding_lora(adapter, shapes)
         for name, shape in _adapter_shapes(adapter):
             found = shapes.get(name)
             if found is None:
@@ -72,16 +83,80 @@ def check_fits(
                     f"{adapter.path}: delta for {name!r} has shape {tuple(shape)} but the base tensor is "
                     f"{tuple(found)}; the adapter was made for another base model, pass that one"
                 )
-        for name, factors in adapter.factors.items():
-            if architecture.is_conv1d(name) and not factors.transpose:
-                raise MergeError(
-                    f"{adapter.path}: {name!r} is a Conv1D weight stored (in, out) in this "
-                    f"{architecture.name} model, but the adapter's fan_in_fan_out is false; set "
-                    "fan_in_fan_out: true in adapter_config.json (PEFT does for Conv1D)"
-                )
     problems = plan.unmatched(all_touched(adapters)) if plan is not None else []
     if problems:
         raise MergeError("; ".join(problems) + "; fix the merge config")
+
+
+def place_adapter(
+    adapter: Adapter, shapes: Mapping[str, Sequence[int]], architecture: Architecture
+) -> None:
+    """Name every tensor the adapter changes as the base does, and lay out each module's
+    delta as the base stores it.
+
+    Names: a GPT-2 adapter says `transformer.h.0...` where a hub checkpoint says `h.0...`
+    (and the other way round); the prefix is mapped when only the mapped name exists.
+    Layout: decided per module, as PEFT decides it when it wraps the module, never from
+    the one saved `fan_in_fan_out` flag (PEFT rewrites that flag per module and saves the
+    last one): Conv1D modules store W as (in, out), Linear as (out, in). For an unknown
+    architecture the base's shape decides; only a square tensor keeps the saved flag.
+    """
+    for table in (adapter.factors, adapter.full_copies, adapter.base_copies):
+        for name in [n for n in table if n not in shapes]:
+            mapped = _mapped_name(name, shapes, architecture)
+            if mapped is not None:
+                table[mapped] = table.pop(name)
+                if table is adapter.factors:
+                    table[mapped].module = mapped[: -len(".weight")]
+    for name, factors in adapter.factors.items():
+        if not factors.embedding:
+            factors.transpose = _stored_transposed(name, factors, shapes, architecture)
+
+
+def _mapped_name(
+    name: str, shapes: Mapping[str, Sequence[int]], architecture: Architecture
+) -> str | None:
+    for prefix in architecture.prefixes:
+        if prefix and name.startswith(prefix) and name[len(prefix) :] in shapes:
+            return name[len(prefix) :]
+        if prefix and prefix + name in shapes:
+            return prefix + name
+    return None
+
+
+def _stored_transposed(
+    name: str, factors: LoraFactors, shapes: Mapping[str, Sequence[int]], architecture
+) -> bool:
+    if architecture.is_conv1d(name):
+        return True
+    if architecture is not GENERIC:
+        return False
+    shape = tuple(shapes.get(name, ()))
+    out_features, in_features = factors.B.shape[0], factors.A.shape[1]
+    if out_features != in_features and shape == (in_features, out_features):
+        return True
+    if out_features != in_features and shape == (out_features, in_features):
+        return False
+    return factors.transpose
+
+
+def _refuse_tied_embedding_lora(adapter: Adapter, shapes: Mapping[str, Sequence[int]]) -> None:
+    """A LoRA on the input embedding or the LM head of a model that ties them: merged into
+    the one shared tensor it would change both, unlike the adapted model PEFT ran (there the
+    LoRA changes only the module it wraps). A checkpoint that stores the LM head apart
+    keeps it apart (transformers loads the stored one), so that case merges."""
+    if any(n.endswith("lm_head.weight") for n in shapes):
+        return
+    for name, factors in adapter.factors.items():
+        head = name.endswith("lm_head.weight")
+        if factors.embedding or _EMBEDDING.search(name) or head:
+            other = "input embedding" if head else "LM head"
+            raise MergeError(
+                f"{adapter.path}: a LoRA on {name!r}, which this model ties to its {other}; "
+                f"merged into the shared tensor it would change the {other} too, unlike the "
+                "model PEFT trained (untie the embeddings, tie_word_embeddings: false, and "
+                "retrain, or serve this adapter unmerged)"
+            )
 
 
 def _adapter_shapes(adapter: Adapter):
