@@ -86,6 +86,7 @@ COMMANDS: tuple[Command, ...] = (
             "medmerge.train.config:TrainConfig",
             "medmerge.train:train",
             fixed=(("stage", stage),),
+            builder="medmerge.train.llamafactory:build_train_config",
             returns_status=False,
         )
         for stage, what, data in (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from medmerge.train import train
+from medmerge.train import TrainConfig, train
 
 LF_DATA = Path(__file__).parents[1] / "data" / "llamafactory_data"
 
@@ -34,3 +34,5 @@ def test_data_or_dataset_one_of_the_two(make_cfg):
         make_cfg("sft", dataset="identity", dataset_dir=str(LF_DATA))
     with pytest.raises(ValidationError, match="--data FILE or as --dataset NAME"):
         make_cfg("sft", data=[])
+    with pytest.raises(ValidationError, match="data"):
+        TrainConfig(stage="sft", base="b", out="o")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -34,15 +34,15 @@ class TrainConfig(StageConfig):
 
     stage: Literal["pt", "sft"]
     base: str = Field(description="base model folder")
-    data: list[str | DataFile] = Field(
-        default_factory=list, description="data file(s) or folder(s)"
-    )
+    # Required unless `dataset` names the data (then `_data_from_dataset` fills in []).
+    data: list[str | DataFile] = Field(description="data file(s) or folder(s)")
     dataset: str | None = Field(
         default=None,
         description="dataset name(s) of --dataset-dir's dataset_info.json, comma-separated",
     )
-    dataset_dir: str = Field(
-        default="data", description="folder of dataset_info.json (LLaMA-Factory's layout)"
+    dataset_dir: str | None = Field(
+        default=None,
+        description="folder of dataset_info.json, LLaMA-Factory's layout (default: data)",
     )
     skip_bad_records: bool = Field(
         default=False, description="drop and count bad records instead of stopping at the first"
@@ -108,11 +108,12 @@ class TrainConfig(StageConfig):
     seed: int = Field(default=42, description="seed of the LoRA init, shuffling and dropout")
     precision: Literal["fp32", "bf16"] = Field(default="fp32", description="training precision")
     logging_steps: int = Field(default=1, ge=1, description="log the loss every N steps")
-    # Held-out examples (a count) whose mean loss is logged every eval_steps and at the end.
-    val_size: int = Field(
+    # Held-out examples whose mean loss is logged every eval_steps and at the end.
+    val_size: float = Field(
         default=0,
         ge=0,
-        description="held-out examples whose mean loss is logged every --eval-steps and at the end",
+        description="held-out examples (a count, or a fraction below 1 as LLaMA-Factory's "
+        "val_size) whose mean loss is logged every --eval-steps and at the end",
     )
     eval_steps: int = Field(default=20, ge=1, description="held-out loss every N steps")
     save_steps: int = Field(
@@ -120,18 +121,35 @@ class TrainConfig(StageConfig):
     )
     progress: bool = Field(default=True, description="show a progress bar")
     force: bool = Field(default=False, description="replace an existing --out")
+    llamafactory: bool = Field(
+        default=False,
+        description="read --config as a LLaMA-Factory train YAML (found by its keys otherwise)",
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="run the model folder's own Python code (transformers' trust_remote_code)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _data_from_dataset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("dataset") and "data" not in values:
+            return {**values, "data": []}
+        return values
+
     @model_validator(mode="after")
     def _defaults(self) -> TrainConfig:
+        if self.val_size >= 1 and self.val_size != int(self.val_size):
+            raise ValueError("val_size is a count (1, 2, ...) or a fraction below 1")
         if bool(self.data) == bool(self.dataset):
             raise ValueError("give the data as --data FILE or as --dataset NAME, one of the two")
         if self.packing is None:
             object.__setattr__(self, "packing", self.stage == "pt")
         return self
+
+    def dataset_folder(self) -> str:
+        """Where dataset_info.json is: --dataset-dir, or `data` as in LLaMA-Factory."""
+        return self.dataset_dir or "data"
 
     def data_files(self) -> list[DataFile]:
         """Each data file with the stage-wide field names filled in where it names none."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def _dataset_records(cfg: TrainConfig) -> tuple[list, list[dict], int]:
     """Records of the --dataset entries of dataset_info.json, as LLaMA-Factory reads them."""
     names = [name.strip() for name in (cfg.dataset or "").split(",") if name.strip()]
     files, records, skipped = [], [], 0
-    for spec in dataset_specs(names, cfg.dataset_dir):
+    for spec in dataset_specs(names, cfg.dataset_folder()):
         if cfg.stage == "pt":
             found = spec_texts(spec, cfg.max_samples)
         else:
@@ -109,16 +110,18 @@ def load_training_data(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
             f"{', '.join(f['path'] for f in files)}: no training examples (is cutoff_len {cfg.cutoff_len} larger than the data?)"
         )
     held_out: list[dict[str, list[int]]] = []
-    if cfg.val_size:
-        if cfg.val_size >= len(examples):
+    # A fraction rounds up as HF's train_test_split (LLaMA-Factory's val_size) does.
+    val_count = math.ceil(cfg.val_size * len(examples)) if cfg.val_size < 1 else int(cfg.val_size)
+    if val_count:
+        if val_count >= len(examples):
             raise DataError(
-                f"val_size {cfg.val_size} leaves no training examples (there are {len(examples)}); lower it"
+                f"val_size {cfg.val_size:g} leaves no training examples (there are {len(examples)}); lower it"
             )
         order = torch.randperm(
             len(examples), generator=torch.Generator().manual_seed(cfg.seed)
         ).tolist()
-        held_out = [examples[i] for i in order[: cfg.val_size]]
-        examples = [examples[i] for i in sorted(order[cfg.val_size :])]
+        held_out = [examples[i] for i in order[:val_count]]
+        examples = [examples[i] for i in sorted(order[val_count:])]
     return TrainingData(
         examples=examples,
         held_out=held_out,

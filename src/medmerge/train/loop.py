@@ -120,8 +120,8 @@ def _data_paths(cfg: TrainConfig) -> list[str]:
         from medmerge.data.lf_datasets import DATA_CONFIG, dataset_specs
 
         names = [name.strip() for name in cfg.dataset.split(",") if name.strip()]
-        files = [str(f) for spec in dataset_specs(names, cfg.dataset_dir) for f in spec.files]
-        return [str(Path(cfg.dataset_dir) / DATA_CONFIG), *files]
+        files = [str(f) for spec in dataset_specs(names, cfg.dataset_folder()) for f in spec.files]
+        return [str(Path(cfg.dataset_folder()) / DATA_CONFIG), *files]
     return [entry if isinstance(entry, str) else entry.path for entry in cfg.data]
 
 
