@@ -219,6 +219,16 @@ class McqEvalConfig(EvalCommon):
     chat: bool = Field(
         default=True, description="wrap the question in the chat template, as in training (loglik)"
     )
+    task: str | None = Field(
+        default=None,
+        description="an lm-eval 0.4.x task name (medqa_4options, medmcqa, pubmedqa, mmlu_anatomy, "
+        "cmmlu_anatomy, headqa_en, ...): its prompt, few-shot rule, acc and acc_norm",
+    )
+    prompt_style: Literal["medmerge", "chat", "lm-eval"] | None = Field(
+        default=None,
+        description="medmerge: plain text; chat: the chat template; lm-eval: --task's prompt "
+        "(default: lm-eval with --task, else chat, or medmerge with --no-chat)",
+    )
     language: Literal["auto", "en", "zh"] = Field(default="auto", description="prompt language")
     few_shot: int = Field(default=0, ge=0, description="exemplars per question (seeded)")
     few_shot_data: list[str] = Field(
@@ -228,6 +238,23 @@ class McqEvalConfig(EvalCommon):
     max_new_tokens: int = Field(
         default=32, ge=1, description="generate mode: longest answer in tokens"
     )
+
+    @model_validator(mode="after")
+    def _style_fits_task(self) -> McqEvalConfig:
+        style = self.style()
+        if style == "lm-eval" and self.task is None:
+            raise ValueError("prompt style lm-eval needs --task NAME (e.g. medqa_4options)")
+        if style == "lm-eval" and self.mode != "loglik":
+            raise ValueError("lm-eval tasks score by log-likelihood; drop --mode generate")
+        return self
+
+    def style(self) -> str:
+        """The prompt style in effect (see prompt_style)."""
+        if self.prompt_style is not None:
+            return self.prompt_style
+        if self.task is not None:
+            return "lm-eval"
+        return "chat" if self.chat or self.mode == "generate" else "medmerge"
 
 
 class ScoreConfig(StageConfig):

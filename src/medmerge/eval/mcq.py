@@ -116,13 +116,24 @@ def score_loglik(
         predicted = max(range(len(scores)), key=scores.__getitem__)
         predicted_norm = max(range(len(normed)), key=normed.__getitem__)
         records.append(
-            _record(item, context, continuations, scores, {predicted})
-            | {
-                "predicted_index_norm": predicted_norm,
-                "correct_norm": {predicted_norm} == set(item.answers),
-            }
+            loglik_record(item, context, continuations, scores, predicted, predicted_norm)
         )
     return records
+
+
+def loglik_record(
+    item: McqItem,
+    context: str,
+    continuations: list[str],
+    scores: list[float],
+    predicted: int,
+    predicted_norm: int,
+) -> dict[str, Any]:
+    """The predictions.jsonl record of one item scored by log-likelihood."""
+    return _record(item, context, continuations, scores, {predicted}) | {
+        "predicted_index_norm": predicted_norm,
+        "correct_norm": {predicted_norm} == set(item.answers),
+    }
 
 
 def _record(

@@ -206,6 +206,8 @@ def load_pubmedqa(file: Path, options: dict[str, Any]) -> Iterator[McqItem]:
             {choices.index(decision)},
             "pubmedqa",
             long_answer=record.get("LONG_ANSWER", ""),
+            contexts=[str(c) for c in contexts],  # lm-eval's pubmedqa prompt keeps them apart
+            question_only=str(record["QUESTION"]),
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from medmerge.artifacts import staged_output
 from medmerge.data.records import iter_json_records
 from medmerge.data.templates import get_template
-from medmerge.errors import DataError
+from medmerge.errors import ConfigError, DataError
 from medmerge.eval.config import (
     GenEvalConfig,
     McqEvalConfig,
@@ -19,6 +19,7 @@ from medmerge.eval.config import (
     ScoreConfig,
 )
 from medmerge.eval.generation import generate_answers, load_gen_items, score_outputs
+from medmerge.eval.lm_eval_tasks import check_items, fewshot_exemplars, get_task, score_harness
 from medmerge.eval.mcq import (
     FORMATS,
     McqTask,
@@ -162,13 +163,24 @@ def _token_counts(
 
 def run_mcq_eval(cfg: McqEvalConfig) -> int:
     """`medmerge eval mcq`: accuracy by log-likelihood or by generated letter."""
+    harness = get_task(cfg.task) if cfg.style() == "lm-eval" else None
+    fmt = harness.format if harness is not None and cfg.format == "auto" else cfg.format
     options = {"columns": cfg.columns, "medmcqa_cop_base": cfg.medmcqa_cop_base}
-    items = load_mcq(cfg.data, cfg.format, **options)[: cfg.limit]
-    pool = load_mcq(cfg.few_shot_data, cfg.format, **options) if cfg.few_shot_data else items
+    items = load_mcq(cfg.data, fmt, **options)[: cfg.limit]
+    pool = load_mcq(cfg.few_shot_data, fmt, **options) if cfg.few_shot_data else items
     language = (
         cfg.language if cfg.language != "auto" else detect_language([i.question for i in items])
     )
-    shots = [few_shot_examples(item, pool, cfg.few_shot, cfg.seed) for item in items]
+    if harness is not None:
+        check_items(harness, items)
+        if cfg.few_shot and not cfg.few_shot_data:
+            raise ConfigError(
+                f"task {harness.name}: few-shot exemplars come from the dev split; "
+                "give it with --few-shot-data"
+            )
+        harness_shots = fewshot_exemplars(harness, pool, cfg.few_shot)
+    else:
+        shots = [few_shot_examples(item, pool, cfg.few_shot, cfg.seed) for item in items]
     inputs = _inputs(cfg.model_spec(), [*cfg.data, *cfg.few_shot_data])
     with staged_output(cfg.out, cfg.force, inputs=inputs) as folder:
         backend, mismatches = open_model(cfg, cfg.model_spec())
@@ -176,15 +188,23 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
         write_json(
             folder / "run_meta.json", run_meta("mcq", cfg, backend.identity, hashes, mismatches)
         )
-        template = get_template(cfg.template) if cfg.chat or cfg.mode == "generate" else None
+        template = get_template(cfg.template) if cfg.style() == "chat" else None
         task = McqTask(
             FORMATS[language], template, backend.tokenizer, cfg.enable_thinking, cfg.continuation
         )
-        if cfg.mode == "loglik":
+        if harness is not None:
+            records = score_harness(harness, items, harness_shots, backend)
+        elif cfg.mode == "loglik":
             records = score_loglik(task, items, shots, backend)
         else:
             records = answer_generate(task, items, shots, backend, cfg.max_new_tokens)
-        results = {"mode": cfg.mode, "language": language, **summarize(records, cfg.mode)}
+        results = {
+            "mode": cfg.mode,
+            "language": language,
+            "prompt_style": cfg.style(),
+            "task": cfg.task,
+            **summarize(records, cfg.mode),
+        }
         _finish(folder, "mcq", cfg, results, records)
     print(
         f"{cfg.out}: n={results['n']} accuracy={shown(results, 'accuracy')} "
