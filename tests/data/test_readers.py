@@ -267,3 +267,17 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
         read_sft(tmp_path / "x.csv")
     with pytest.raises(DataError, match=r"unsupported PT file type '\.parquet'"):
         read_pt_texts(tmp_path / "x.parquet")
+
+
+def test_sharegpt_system_field_is_the_system_prompt(tmp_path: Path) -> None:
+    turns = [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]
+    path = write(tmp_path, "s.jsonl", lines({"conversations": turns, "system": "Be brief."}))
+    [conversation] = read_sft(path)
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("system", "Be brief."),
+        ("user", "Q"),
+        ("assistant", "A"),
+    ]
+    first = [{"from": "system", "value": "S"}, *turns]
+    path = write(tmp_path, "t.jsonl", lines({"conversations": first, "system": "ignored"}))
+    assert read_sft(path)[0].messages[0] == Message("system", "S")

@@ -224,7 +224,8 @@ def _history(value: Any, key: str, source: str) -> list[tuple[str, str]]:
 
 
 def _from_sharegpt(record: dict[str, Any], names: dict[str, str], source: str) -> Conversation:
-    """ShareGPT: a list of {from, value} or {role, content} turns under conversations/messages."""
+    """ShareGPT: a list of {from, value} or {role, content} turns under conversations/messages;
+    the `system` field is the system prompt unless the first turn is one (as LLaMA-Factory)."""
     key = names["conversations"] if names["conversations"] in record else "messages"
     if key not in record:
         raise DataError(f"{source}: missing field {names['conversations']!r}; add the turn list")
@@ -232,6 +233,9 @@ def _from_sharegpt(record: dict[str, Any], names: dict[str, str], source: str) -
     if not isinstance(turns, list) or not turns:
         raise DataError(f"{source}: field {key!r} must be a non-empty list of turns")
     messages = tuple(_sharegpt_turn(turn, number, source) for number, turn in enumerate(turns, 1))
+    if messages[0].role != "system":  # else LLaMA-Factory, too, takes the system turn
+        system = _string(record, names["system"], source, required=False)
+        messages = ((Message("system", system),) if system else ()) + messages
     check_roles(messages, source)
     return Conversation(messages, source)
 
