@@ -27,14 +27,20 @@ TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 class EncodeConfig(StageConfig):
     """`medmerge encode`: tokenize a data file with a template, as training would."""
 
-    path_fields = ("tokenizer", "data", "out")
+    path_fields = ("tokenizer", "data", "out", "dataset_dir")
 
     tokenizer: str = Field(description="model or tokenizer folder")
     template: str = Field(default="qwen3", description="chat template")
     enable_thinking: bool = Field(
         default=True, description="render the reasoning (<think>) part of the template"
     )
-    data: str = Field(description="data file")
+    data: str | None = Field(default=None, description="data file")
+    dataset: str | None = Field(
+        default=None, description="dataset name(s) of --dataset-dir's dataset_info.json"
+    )
+    dataset_dir: str | None = Field(default=None, description="folder of dataset_info.json")
+    max_samples: int | None = Field(default=None, ge=1, description="first N per dataset")
+    skip_bad_records: bool = Field(default=False, description="drop and count bad records")
     stage: Literal["sft", "pt"] = Field(default="sft", description="sft examples or pt blocks")
     cutoff_len: int = Field(default=2048, ge=2, description="longest row in tokens")
     data_format: Literal["auto", "alpaca", "sharegpt"] = Field(
@@ -62,13 +68,37 @@ def marked_text(tokenizer: Any, input_ids: list[int], labels: list[int]) -> str:
     return "".join(pieces)
 
 
+def _records(cfg: EncodeConfig) -> list:
+    """PT texts or SFT conversations of --data, or of the --dataset entries."""
+    from medmerge.data import read_pt_texts
+    from medmerge.data.lf_datasets import dataset_specs, spec_conversations, spec_texts
+    from medmerge.data.readers import read_sft_counted
+
+    if bool(cfg.data) == bool(cfg.dataset):
+        raise ConfigError("give the data as --data FILE or as --dataset NAME, one of the two")
+    if cfg.data:
+        if cfg.stage == "pt":
+            found = read_pt_texts(cfg.data, cfg.text_column)
+        else:
+            found = read_sft_counted(cfg.data, cfg.data_format, None, cfg.skip_bad_records)[0]
+        return found[: cfg.max_samples] if cfg.max_samples else found
+    records = []
+    names = [name.strip() for name in cfg.dataset.split(",") if name.strip()]
+    for spec in dataset_specs(names, cfg.dataset_dir or "data"):
+        if cfg.stage == "pt":
+            records += spec_texts(spec, cfg.max_samples)
+        else:
+            records += spec_conversations(spec, cfg.max_samples, cfg.skip_bad_records)[0]
+    return records
+
+
 def _sft_rows(cfg: EncodeConfig, tokenizer: Any) -> list[dict]:
-    from medmerge.data import get_template, read_sft, supervised_example
+    from medmerge.data import get_template, supervised_example
     from medmerge.data.packing import mask_turn_end_newline
 
     chat = get_template(cfg.template)
     rows = []
-    for conversation in read_sft(cfg.data, cfg.data_format):
+    for conversation in _records(cfg):
         pairs = chat.encode_pairs(tokenizer, conversation, cfg.enable_thinking)
         if cfg.mask_turn_end_newline:
             pairs = mask_turn_end_newline(pairs, chat, tokenizer)
@@ -78,10 +108,10 @@ def _sft_rows(cfg: EncodeConfig, tokenizer: Any) -> list[dict]:
 
 
 def _pt_rows(cfg: EncodeConfig, tokenizer: Any) -> list[dict]:
-    from medmerge.data import build_pt_examples, get_template, read_pt_texts
+    from medmerge.data import build_pt_examples, get_template
 
     get_template(cfg.template)
-    texts = read_pt_texts(cfg.data, cfg.text_column)
+    texts = _records(cfg)
     blocks = build_pt_examples(
         texts, tokenizer, cfg.cutoff_len, cfg.template, cfg.packing, cfg.keep_remainder
     )
@@ -99,7 +129,7 @@ def encode_rows(cfg: EncodeConfig, tokenizer: Any) -> list[dict]:
 
 def _check_out(cfg: EncodeConfig) -> Path:
     out = Path(cfg.out)
-    if out.resolve() == Path(cfg.data).resolve():
+    if cfg.data and out.resolve() == Path(cfg.data).resolve():
         raise ConfigError(f"{out}: --out is the --data file; choose another --out")
     if out.is_dir():
         raise ConfigError(f"{out}: --out is a folder; give a .jsonl file path")

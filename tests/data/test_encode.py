@@ -95,3 +95,21 @@ def test_encode_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert main([*argv, "--force"]) == 0
     assert out.read_text("utf-8").startswith('{"source"')
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".medmerge-tmp-")]
+
+
+def test_encode_reads_a_llamafactory_dataset_folder(tmp_path):
+    folder = Path(__file__).parent / "llamafactory_data"
+    out = tmp_path / "rows.jsonl"
+    argv = ["encode", "--tokenizer", str(PROJECT), "--template", "qwen3_nothink"]
+    argv += ["--dataset", "identity,alpaca_zh_demo", "--dataset-dir", str(folder)]
+    assert main([*argv, "--max-samples", "2", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert [Path(row["source"]).name for row in rows] == [
+        "identity.json:2",
+        "identity.json:7",
+        "alpaca_zh_demo.json:2",
+        "alpaca_zh_demo.json:7",
+    ]
+    assert rows[0]["marked"].endswith(
+        "⟦Hello! I am {{name}}, an AI assistant developed by {{author}}. How can I assist you today?<|im_end|>\n⟧"
+    )
