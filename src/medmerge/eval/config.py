@@ -133,7 +133,7 @@ class PromptSettings(EngineSettings):
 class EvalCommon(PromptSettings):
     """Fields every command that runs a model shares."""
 
-    path_fields = ("model", "base", "adapters", "data", "out", "few_shot_data")
+    path_fields = ("model", "base", "adapters", "data", "out", "few_shot_data", "ids_file")
 
     model: str | None = Field(
         default=None, description="model folder (a merged checkpoint or a base alone)"
@@ -148,7 +148,11 @@ class EvalCommon(PromptSettings):
     method: str = Field(default="linear", description="merge method for --adapter")
     out: str = Field(description="results folder")
     force: bool = Field(default=False, description="replace an existing --out")
-    limit: int | None = Field(default=None, ge=1, description="first N items only (smoke runs)")
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="first N items only (smoke runs); eval mcq: the subjects take turns",
+    )
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(
@@ -234,9 +238,22 @@ class McqEvalConfig(EvalCommon):
     few_shot_data: list[str] = Field(
         default_factory=list, description="exemplar pool (default: the other questions)"
     )
-    seed: int = Field(default=0, description="few-shot sampling seed")
+    seed: int = Field(default=0, description="few-shot and --sample seed")
     max_new_tokens: int = Field(
         default=32, ge=1, description="generate mode: longest answer in tokens"
+    )
+    split: Literal["test", "train", "dev", "validation"] | None = Field(
+        default=None,
+        description="score one split: PubMedQA test = the official 500 test PMIDs; other "
+        "data by file name (*_test.csv, test/, dev.json)",
+    )
+    ids_file: str | None = Field(
+        default=None,
+        description="score only these ids: JSON object keyed by id (test_ground_truth.json), "
+        "JSON list, or one id per line",
+    )
+    sample: int | None = Field(
+        default=None, ge=1, description="score N items drawn at random with --seed"
     )
 
     @model_validator(mode="after")

@@ -31,6 +31,18 @@ def expand_paths(paths: list[str]) -> list[Path]:
     return files
 
 
+def _is_pubmedqa_labels(probe: FileProbe) -> bool:
+    """test_ground_truth.json: a JSON object of PMID -> final decision."""
+    if probe.suffix != ".json":
+        return False
+    data = probe.document
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and all(v in ("yes", "no", "maybe") for v in data.values())
+    )
+
+
 def detect_format(file: Path) -> str:
     """The format of `file`: the first loader, by priority, whose rule accepts it."""
     probe = FileProbe(file)
@@ -46,6 +58,11 @@ def detect_format(file: Path) -> str:
     for _, _, name in candidates:
         if LOADERS[name].detect(probe):
             return name
+    if _is_pubmedqa_labels(probe):
+        raise DataError(
+            f"{file}: PubMedQA labels only (PMID -> yes/no/maybe), no questions; give "
+            "ori_pqal.json as --data and this file as --ids-file (or use --split test)"
+        )
     if probe.suffix == ".csv":
         raise DataError(
             f"{file}:1: cannot tell the CSV format from {probe.csv_header[:6]}; pass --format"

@@ -350,6 +350,17 @@ def _records(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"{file}:{line}", record
 
 
+def field_at(record: dict[str, Any], name: str) -> Any:
+    """A field by name, or through a dotted path into nested objects (`data.question` of
+    MultiMedQA's `{id, data: {...}}`); None when absent. A literal key with dots wins."""
+    if name in record or "." not in name:
+        return record.get(name)
+    value: Any = record
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def load_columns(file: Path, options: dict[str, Any]) -> Iterator[McqItem]:
     columns = options.get("columns") or {}
     if "question" not in columns or "answer" not in columns:
@@ -358,21 +369,25 @@ def load_columns(file: Path, options: dict[str, Any]) -> Iterator[McqItem]:
         )
     for source, record in _records(file):
         if "options" in columns:
-            opts = record.get(columns["options"])
+            opts = field_at(record, columns["options"])
             opts = opts.tolist() if hasattr(opts, "tolist") else opts
             if not isinstance(opts, list):
                 raise DataError(f"{source}: field {columns['options']!r} must be a list of options")
         else:
             names = columns.get("option_columns", "A,B,C,D").split(",")
-            opts = [record.get(name.strip()) for name in names]
+            opts = [field_at(record, name.strip()) for name in names]
         yield make_item(
             source,
-            record.get(columns.get("id", "id"), source.rsplit(":", 1)[-1]),
-            record.get(columns["question"]),
+            _or(field_at(record, columns.get("id", "id")), source.rsplit(":", 1)[-1]),
+            field_at(record, columns["question"]),
             opts,
-            {_answer_index(record.get(columns["answer"]), opts, source)},
-            str(record.get(columns.get("subject", "subject")) or ""),
+            {_answer_index(field_at(record, columns["answer"]), opts, source)},
+            str(field_at(record, columns.get("subject", "subject")) or ""),
         )
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def _answer_index(value: Any, options: list[Any], source: str) -> int:
@@ -416,6 +431,10 @@ class FileProbe:
 
     @property
     def record_keys(self) -> set[str]:
+        """The first record's fields; none for one JSON object over several lines, which is no
+        list of records (PubMedQA's test_ground_truth.json is valid JSON, not JSON lines)."""
+        if isinstance(self.document, dict) and "\n" in read_text(self.file).strip():
+            return set()
         return set(self.first_record[1])
 
 

@@ -36,6 +36,7 @@ from medmerge.eval.safety import (
     safety_messages,
     summarize_safety,
 )
+from medmerge.eval.selection import select
 from medmerge.eval.session import data_hashes, open_model, run_meta, write_json, write_jsonl
 from medmerge.eval.uncertainty import seed_spread, shown
 from medmerge.manifest import sha256_file, write_manifest
@@ -166,7 +167,8 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
     harness = get_task(cfg.task) if cfg.style() == "lm-eval" else None
     fmt = harness.format if harness is not None and cfg.format == "auto" else cfg.format
     options = {"columns": cfg.columns, "medmcqa_cop_base": cfg.medmcqa_cop_base}
-    items = load_mcq(cfg.data, fmt, **options)[: cfg.limit]
+    loaded = load_mcq(cfg.data, fmt, **options)
+    items = select(loaded, cfg.split, cfg.ids_file, cfg.sample, cfg.seed, cfg.limit)
     pool = load_mcq(cfg.few_shot_data, fmt, **options) if cfg.few_shot_data else items
     language = (
         cfg.language if cfg.language != "auto" else detect_language([i.question for i in items])
@@ -181,7 +183,7 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
         harness_shots = fewshot_exemplars(harness, pool, cfg.few_shot)
     else:
         shots = [few_shot_examples(item, pool, cfg.few_shot, cfg.seed) for item in items]
-    inputs = _inputs(cfg.model_spec(), [*cfg.data, *cfg.few_shot_data])
+    inputs = _inputs(cfg.model_spec(), [*cfg.data, *cfg.few_shot_data, cfg.ids_file])
     with staged_output(cfg.out, cfg.force, inputs=inputs) as folder:
         backend, mismatches = open_model(cfg, cfg.model_spec())
         hashes = data_hashes([*cfg.data, *cfg.few_shot_data])
