@@ -182,6 +182,14 @@ COMMANDS: tuple[Command, ...] = (
         "medmerge.sweep.diagnose:run_diagnose",
     ),
     Command(
+        ("mechanism",),
+        "layer-wise CKA/PCA/probes of the merge and interventions against random controls",
+        "medmerge mechanism --config mechanism.yaml --out runs/mechanism",
+        "medmerge.mechanism.config:MechanismConfig",
+        "medmerge.mechanism.run:run_mechanism",
+        exclude=("backend", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len"),
+    ),
+    Command(
         ("audit", "leakage"),
         "exact duplicates and n-gram overlap, train vs eval",
         "medmerge audit leakage --train data/sft_en --eval data/qa_en --out runs/audit",

@@ -48,15 +48,15 @@ def test_suppressing_the_planted_direction_removes_its_effect_and_a_random_one_d
     handle = plant(model, direction)
     try:
         planted = logits(model)
-        with suppress_subspace(model, direction[None], 0, 0):
+        with suppress_subspace(model, {0: direction[None]}):
             suppressed = logits(model)
-        with suppress_subspace(model, control, 0, 0):
+        with suppress_subspace(model, {0: control}):
             controlled = logits(model)
     finally:
         handle.remove()
-    with suppress_subspace(model, direction[None], 0, 0):
+    with suppress_subspace(model, {0: direction[None]}):
         clean_suppressed = logits(model)
-    with suppress_subspace(model, control, 0, 0):
+    with suppress_subspace(model, {0: control}):
         clean_controlled = logits(model)
     effect = (planted - clean).norm()
     assert effect > 1.0
@@ -81,8 +81,8 @@ def test_decoder_layers_found_on_gpt2_and_bad_ranges_refused(model):
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=50))
     assert decoder_layers(gpt2) is gpt2.transformer.h
     with (
-        pytest.raises(ValueError, match=r"outside 0\.\.1"),
-        suppress_subspace(model, torch.eye(32)[:1], 1, 2),
+        pytest.raises(ValueError, match=r"layers \[2\] outside 0\.\.1"),
+        suppress_subspace(model, {1: torch.eye(32)[:1], 2: torch.eye(32)[:1]}),
     ):
         pass
 

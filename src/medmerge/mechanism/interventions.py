@@ -1,7 +1,7 @@
 """Interventions on a loaded transformers model, each with a random control of the same size.
 
-- Subspace suppression: at decoder layers first..last, the residual stream h (each layer's
-  output) loses its component in the span of k orthonormal directions U (k x d):
+- Subspace suppression: at chosen decoder layers, the residual stream h (each layer's output)
+  loses its component in the span of that layer's k orthonormal directions U (k x d):
       h <- h - (h Uᵀ) U
   The control is the same projection onto k random orthonormal directions.
 - Rank-1 logit intervention: the final hidden state h (the output layer's input) moves along a
@@ -15,7 +15,7 @@ Both are context managers: the hooks are removed on leaving, the weights are nev
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -50,14 +50,7 @@ def _replace_hidden(output: Any, change: Any) -> Any:
     return change(output)
 
 
-@contextlib.contextmanager
-def suppress_subspace(
-    model: torch.nn.Module, basis: torch.Tensor, first: int, last: int
-) -> Iterator[None]:
-    """Inside the block, layers first..last (0-based, inclusive) output h - (h Uᵀ) U."""
-    layers = decoder_layers(model)
-    if not 0 <= first <= last < len(layers):
-        raise ValueError(f"layer range {first}..{last} outside 0..{len(layers) - 1}")
+def _projection_hook(basis: torch.Tensor) -> Any:
     u = orthonormal_rows(basis)
 
     def project_out(hidden: torch.Tensor) -> torch.Tensor:
@@ -67,7 +60,17 @@ def suppress_subspace(
     def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> Any:
         return _replace_hidden(output, project_out)
 
-    handles = [layers[i].register_forward_hook(hook) for i in range(first, last + 1)]
+    return hook
+
+
+@contextlib.contextmanager
+def suppress_subspace(model: torch.nn.Module, bases: Mapping[int, torch.Tensor]) -> Iterator[None]:
+    """Inside the block, each decoder layer l in `bases` (0-based) outputs h - (h U_lᵀ) U_l."""
+    layers = decoder_layers(model)
+    outside = [layer for layer in bases if not 0 <= layer < len(layers)]
+    if outside:
+        raise ValueError(f"layers {outside} outside 0..{len(layers) - 1}")
+    handles = [layers[i].register_forward_hook(_projection_hook(b)) for i, b in bases.items()]
     try:
         yield
     finally:

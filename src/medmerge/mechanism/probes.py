@@ -19,9 +19,16 @@ import torch
 
 @dataclass(frozen=True)
 class ProbeResult:
-    correct: int  # held-out predictions that were right
-    n: int
+    hits: tuple[bool, ...]  # per item: was its held-out prediction right
     majority: float  # accuracy of always answering the most common label
+
+    @property
+    def correct(self) -> int:
+        return sum(self.hits)
+
+    @property
+    def n(self) -> int:
+        return len(self.hits)
 
     @property
     def accuracy(self) -> float:
@@ -78,7 +85,7 @@ def probe_accuracy(
         raise ValueError(f"each label needs at least {folds} items for {folds}-fold CV")
     y = torch.tensor([values.index(v) for v in labels])
     x = states.double()
-    correct = 0
+    hits = [False] * len(labels)
     for held_out in stratified_folds(list(y.tolist()), folds, seed):
         train = torch.ones(len(y), dtype=torch.bool)
         train[held_out] = False
@@ -86,9 +93,11 @@ def probe_accuracy(
         weights = fit_logistic((x[train] - mean) / std, y[train], l2)
         test = (x[held_out] - mean) / std
         logits = torch.cat([test, torch.ones(len(held_out), 1, dtype=x.dtype)], 1) @ weights
-        correct += int(((logits > 0).long() == y[held_out]).sum())
+        right = ((logits > 0).long() == y[held_out]).tolist()
+        for index, hit in zip(held_out, right, strict=True):
+            hits[index] = bool(hit)
     majority = max(labels.count(v) for v in values) / len(labels)
-    return ProbeResult(correct, len(labels), majority)
+    return ProbeResult(tuple(hits), majority)
 
 
 def shuffled(labels: Sequence[int], seed: int) -> list[int]:

@@ -1,0 +1,209 @@
+"""The two interventions of `medmerge mechanism`, each next to random controls of its size.
+
+Both run under the merged weights (the caller holds `backend.merged`) and compare per item
+with the unchanged model by exact McNemar:
+- suppression: the leak rate of greedy outputs with the top-k merged − SFT shift directions
+  projected out of the chosen layers, vs `controls` random k-dimensional subspaces;
+- logit shift: multiple-choice accuracy with the final state moved by gamma · ū along the
+  correct − wrong direction (ū: unit direction, gamma in units of the mean final-state norm),
+  vs random unit directions at the same gamma. The direction is fitted on half the items and
+  applied to the other half (two folds), so no item is scored by a direction it made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from medmerge.data.templates import get_template
+from medmerge.eval.generation import generate_answers
+from medmerge.eval.leakage import item_leakage
+from medmerge.eval.mcq import FORMATS, McqTask, score_loglik
+from medmerge.mechanism.config import MechanismConfig
+from medmerge.mechanism.interventions import (
+    mean_difference,
+    random_directions,
+    shift_final_state,
+    suppress_subspace,
+)
+from medmerge.mechanism.representations import shift_pca
+from medmerge.stats import mcnemar_exact, proportion
+
+
+def compare_to(baseline: Sequence[bool], changed: Sequence[bool]) -> dict[str, Any]:
+    """A rate under an intervention, its CI, and its paired test against the baseline."""
+    rate = proportion(sum(changed), len(changed))
+    return {
+        **rate.as_dict(),
+        "text": str(rate),
+        "difference": rate.estimate - sum(baseline) / len(baseline),
+        "p": mcnemar_exact(baseline, changed),
+    }
+
+
+def leak_labels(rows: list[dict[str, Any]]) -> list[int]:
+    """1 where a generated output has a think tag or a reasoning marker, else 0."""
+    leaks = [item_leakage(r["prediction"]) for r in rows]
+    return [int(bool(x["has_think_tag"] or x["has_marker"])) for x in leaks]
+
+
+def leaks(rows: list[dict[str, Any]]) -> list[bool]:
+    return [bool(x) for x in leak_labels(rows)]
+
+
+def _controls_summary(controls: list[dict[str, Any]]) -> dict[str, Any]:
+    rates = [c["estimate"] for c in controls]
+    return {
+        "mean": sum(rates) / len(rates),
+        "min": min(rates),
+        "max": max(rates),
+        "significant": sum(c["p"] < 0.05 for c in controls),
+    }
+
+
+def suppression_rows(
+    backend: Any,
+    cfg: MechanismConfig,
+    items: list,
+    states: dict[str, torch.Tensor],
+    gen: tuple,
+    bar: Any,
+) -> dict[str, Any]:
+    spec = cfg.suppression
+    n_layers = states["merged"].shape[0]
+    first, last = spec.layers or (n_layers // 2, n_layers - 1)
+    if last >= n_layers:
+        raise ValueError(f"suppression.layers {first}..{last}: the model has {n_layers} layers")
+    hidden = states["merged"].shape[-1]
+    found = {
+        layer: shift_pca(states["merged"][layer], states["sft"][layer], spec.k).directions
+        for layer in range(first, last + 1)
+    }
+
+    def leak_rate_under(bases: dict[int, torch.Tensor] | None) -> list[bool]:
+        block = suppress_subspace(backend.model, bases) if bases else contextlib.nullcontext()
+        with block:
+            rows = generate_answers(items, backend, *gen)
+        bar.advance(1)
+        return leaks(rows)
+
+    baseline = leak_rate_under(None)
+    suppressed = compare_to(baseline, leak_rate_under(found))
+    controls = []
+    for c in range(spec.controls):
+        bases = {
+            layer: random_directions(spec.k, hidden, cfg.seed + 1009 * (c + 1) + layer)
+            for layer in found
+        }
+        controls.append(compare_to(baseline, leak_rate_under(bases)))
+    none = proportion(sum(baseline), len(baseline))
+    summary = _controls_summary(controls)
+    line = (
+        f"suppressing the top-{spec.k} shift directions at layers {first}..{last}: leak rate "
+        f"{suppressed['text']} vs {none} "
+        f"unchanged (exact McNemar p = {suppressed['p']:.3g}); {spec.controls} random "
+        f"subspaces: {summary['mean']:.3f} (range {summary['min']:.3f}-{summary['max']:.3f}, "
+        f"{summary['significant']} with p < 0.05)"
+    )
+    return {
+        "layers": [first, last],
+        "k": spec.k,
+        "unchanged": none.as_dict(),
+        "suppressed": suppressed,
+        "controls": controls,
+        "controls_summary": summary,
+        "lines": [line],
+    }
+
+
+@torch.no_grad()
+def final_states(backend: Any, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    """[len(texts), hidden]: the output layer's input at each text's last token."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        captured.append(inputs[0][:, -1].double().cpu())
+
+    handle = backend.model.get_output_embeddings().register_forward_pre_hook(hook)
+    try:
+        from medmerge.mechanism.representations import last_token_states
+
+        last_token_states(backend.model, backend.tokenizer, texts, batch_size)
+    finally:
+        handle.remove()
+    return torch.cat(captured)
+
+
+def correctness_direction(backend: Any, task: McqTask, items: list, batch: int) -> torch.Tensor:
+    """mean final state after a right option − after a wrong one, scaled to the states' mean
+    norm (so gamma counts in units of a typical final state)."""
+    texts, right = [], []
+    for item in items:
+        context = task.context(item, [])
+        for index, continuation in enumerate(task.continuations(item)):
+            texts.append(context + continuation)
+            right.append(index in item.answers)
+    states = final_states(backend, texts, batch)
+    mask = torch.tensor(right)
+    direction = mean_difference(states[mask], states[~mask])
+    return direction / direction.norm() * states.norm(dim=1).mean()
+
+
+def _hits(backend: Any, task: McqTask, items: list, shift: tuple[torch.Tensor, float] | None):
+    block = shift_final_state(backend.model, *shift) if shift else contextlib.nullcontext()
+    with block:
+        records = score_loglik(task, items, [[] for _ in items], backend)
+    return [bool(r["correct"]) for r in records]
+
+
+def logit_shift_rows(backend: Any, cfg: MechanismConfig, loaded: Any, bar: Any) -> dict[str, Any]:
+    spec = cfg.logit_shift
+    template = get_template(cfg.template.template)
+    task = McqTask(
+        FORMATS[loaded.language],
+        template,
+        backend.tokenizer,
+        cfg.template.enable_thinking,
+        continuation=spec.continuation,
+    )
+    items = loaded.items
+    folds = [items[0::2], items[1::2]]
+    directions = [correctness_direction(backend, task, f, cfg.batch_size) for f in folds]
+    bar.advance(1)
+    hidden = directions[0].shape[0]
+
+    def hits_at(gamma: float, direction_of: Sequence[torch.Tensor]) -> list[bool]:
+        """Per item, right or wrong with fold f shifted along direction_of[f]."""
+        out: list[bool] = []
+        for fold, direction in zip(folds, direction_of, strict=True):
+            shift = (direction, gamma * float(direction.norm())) if gamma else None
+            out += _hits(backend, task, fold, shift)
+        bar.advance(1)
+        return out
+
+    crossed = directions[::-1]  # each fold is shifted along the other fold's direction
+    baseline = hits_at(0.0, crossed)
+    rows = []
+    for gamma in spec.gammas:
+        found = compare_to(baseline, hits_at(gamma, crossed))
+        controls = []
+        for c in range(spec.controls):
+            randoms = [
+                random_directions(1, hidden, cfg.seed + 7919 * (c + 1) + f)[0] * d.norm()
+                for f, d in enumerate(directions)
+            ]
+            controls.append(compare_to(baseline, hits_at(gamma, randoms)))
+        summary = _controls_summary(controls)
+        rows.append({"gamma": gamma, "found": found, "controls": controls, "summary": summary})
+    unchanged = proportion(sum(baseline), len(baseline))
+    lines = [
+        f"logit shift gamma {r['gamma']:+g}: accuracy {r['found']['text']} vs "
+        f"{unchanged} unchanged (p = {r['found']['p']:.3g}); random directions "
+        f"{r['summary']['mean']:.3f} (range {r['summary']['min']:.3f}-{r['summary']['max']:.3f}, "
+        f"{r['summary']['significant']} with p < 0.05)"
+        for r in rows
+    ]
+    return {"n": len(baseline), "unchanged": unchanged.as_dict(), "rows": rows, "lines": lines}
