@@ -65,15 +65,18 @@ def test_a_transposed_square_module_is_caught(gpt2, tmp_path):
     state = load_file(broken / "model.safetensors")
     base = load_file(gpt2["base"] / "model.safetensors")
     name = "transformer.h.0.attn.c_proj.weight"
-    delta = state[name].double() - base[name].double()
-    state[name] = (base[name].double() + delta.T).to(torch.bfloat16)
+    reference = peft_reference(gpt2["base"], [(gpt2["adapter"], 0.6)])[name]
+    delta = reference - base[name].double()  # the intended delta in fp64, PEFT's layout
+    state[name] = (base[name].double() + delta.T).to(torch.bfloat16)  # B·A, not (B·A)ᵀ
     save_file(state, broken / "model.safetensors", {"format": "pt"})
     adapters = [{"path": str(gpt2["adapter"]), "weight": 0.6}]
     report = verify(
         VerifyConfig(base=str(gpt2["base"]), merged=str(broken), adapters=adapters, logits=False)
     )
     assert report["verdict"] == "WRONG"
-    assert any(f.startswith(name) and "ulp" in f for f in report["failures"])
+    assert any(f.startswith(f"{name}: transposed module") for f in report["failures"]), report[
+        "failures"
+    ]
 
 
 def test_hub_style_gpt2_keys_are_mapped(gpt2, tmp_path):

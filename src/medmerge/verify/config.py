@@ -39,6 +39,10 @@ class VerifyConfig(StageConfig):
     probe_prompts: int = Field(
         default=4, ge=1, description="prompts the behaviour check compares logits on"
     )
+    strict: bool = Field(
+        default=False,
+        description="exit 1 also when the weights are right but the merge is not exactly rounded",
+    )
     report: str | None = Field(
         default=None, description="verify.json path (default: <merged>/verify.json)"
     )

@@ -25,18 +25,18 @@ from medmerge.lora import (
     MergeSpec,
     MethodParams,
     WeightPlan,
+    adapter_deltas,
     all_finite,
     check_fits,
     get_method,
 )
 from medmerge.manifest import model_identity, read_manifest
 from medmerge.verify.config import VerifyConfig
+from medmerge.verify.diagnosis import RIGHT, RoundingAwareFit, hypotheses, judge, measure
 from medmerge.verify.recovery import Recovery, solve
-from medmerge.verify.recovery import diagnose as diagnose_weights
 from medmerge.verify.report import print_summary
 from medmerge.verify.tensors import (
     FitSums,
-    TensorResult,
     check_touched,
     check_untouched,
     dtype_problems,
@@ -58,6 +58,8 @@ def run_verify(cfg: VerifyConfig) -> int:
         report = verify(cfg)
         atomic_write_json(path, report)  # an earlier report is replaced whole or not at all
     print_summary(report, path)
+    if cfg.strict and report["verdict"] == RIGHT:
+        return 1
     return 0 if report["ok"] else 1
 
 
@@ -147,13 +149,49 @@ def verify(cfg: VerifyConfig, merge_spec: MergeSpec | None = None) -> dict[str, 
     exact = not tensor_failures
     recovery = _recover(fit, len(adapters))
     if exact:
+        verdict = "EXACT"
         warnings += erasure_warnings(results, merged.stored_float_dtype())
     else:
-        tensor_failures += _weight_diagnosis(intended, recovery)
+        verdict, tensor_failures, weights = _diagnose(base, merged, intended, results, recovery)
+        if weights is not None:
+            recovery = Recovery(weights, recovery.residual, recovery.noise_floor)
+        if verdict == RIGHT:
+            warnings += tensor_failures
+            tensor_failures = []
     behaviour = _behaviour(cfg, merged_dir, intended, failures, warnings) if cfg.logits else None
-    verdict = "EXACT" if exact else "WRONG"
     record = _record(cfg, spec.adapters, recovery, results, tensor_failures + failures, behaviour)
     return {**record, "verdict": verdict, "method": spec.method, "warnings": warnings}
+
+
+def _diagnose(base, merged, intended, results, recovery) -> tuple[str, list[str], list | None]:
+    """(verdict, failure lines, recovered weights) for tensors that are not the exact merge.
+
+    Tensors off the intended merge in a linear merge with global weights are re-simulated
+    under each named hypothesis (diagnosis.py); changed untouched tensors, dtypes, names
+    and NaN stay failures whatever the touched tensors show."""
+    touched_lines = [r.problem for r in results if r.touched and r.problem]
+    others = [line for line in results.failures if line not in touched_lines]
+    method = get_method(intended.method)
+    if not (method.low_rank_exact and intended.plan.is_global) or results.not_finite:
+        return "WRONG", results.failures, None
+    names = [r.name for r in results if r.touched]
+    weights = list(intended.plan.weights)
+    labels = [a.path.name for a in intended.adapters]
+    fit = RoundingAwareFit.empty(len(weights))
+
+    def tensors():
+        for name in names:
+            b, m = base.read(name), merged.read(name)
+            deltas = adapter_deltas(name, intended.adapters, b)
+            fit.add(b, m, deltas, weights)
+            yield name, b, m, deltas
+
+    candidates = hypotheses(weights, labels, merged.stored_float_dtype())
+    found = judge(measure(tensors, candidates), fit, weights, labels)
+    if found.verdict == "EXACT":  # the touched tensors are right; the rest is not
+        return "WRONG", others, None
+    verdict = "WRONG" if others and found.verdict == RIGHT else found.verdict
+    return verdict, others + found.lines, found.weights
 
 
 def _recover(fit: FitSums, count: int) -> Recovery:
@@ -162,17 +200,6 @@ def _recover(fit: FitSums, count: int) -> Recovery:
     if not (math.isfinite(fit.energy) and bool(torch.isfinite(fit.rhs).all())):
         return Recovery([float("nan")] * count, float("nan"), float("nan"))
     return solve(fit)
-
-
-def _weight_diagnosis(intended: Intended, recovery: Recovery) -> list[str]:
-    """Named mistakes from the recovered weights, where the merged delta is sum_i w_i d_i with
-    one w_i per adapter (a linear merge with global weights)."""
-    if not (get_method(intended.method).low_rank_exact and intended.plan.is_global):
-        return []
-    if any(math.isnan(w) for w in recovery.weights):
-        return []
-    labels = [a.path.name for a in intended.adapters]
-    return diagnose_weights(recovery, intended.plan.weights, labels)
 
 
 def _behaviour(cfg, merged_dir, intended, failures, warnings) -> dict[str, Any]:
@@ -201,9 +228,17 @@ class Intended:
     params: MethodParams
 
 
+class TensorResults(list):
+    """Each checked tensor's result, with every tensor-level failure line and whether a
+    merged tensor holds NaN/Inf."""
+
+    failures: list[str]
+    not_finite: bool
+
+
 def _check_tensors(
     base: Checkpoint, merged: Checkpoint, intended: Intended, sample: int | None, fit: FitSums
-) -> tuple[list[TensorResult], list[str]]:
+) -> tuple[TensorResults, list[str]]:
     """Stream both checkpoints tensor by tensor (the next pair is read while this one is
     checked); return each tensor's result and every tensor-level failure: names and shapes,
     dtypes, NaN/Inf, touched tensors off the intended merge, untouched ones changed."""
@@ -211,7 +246,8 @@ def _check_tensors(
     checks = names_to_check(base, merged, intended.adapters, sample)
     names = [name for name, _ in checks]
     scratch = Scratch()
-    results = []
+    results = TensorResults()
+    results.not_finite = False
     with ThreadPoolExecutor(max_workers=2) as reader:
         base_tensors = read_ahead(base, names, scratch, reader)
         merged_tensors = read_ahead(merged, names, scratch, reader)
@@ -227,7 +263,9 @@ def _check_tensors(
             results.append(result)
             if not all_finite(merged_tensor):
                 failures.append(f"{name}: holds NaN or Inf")
-    return results, failures + [r.problem for r in results if r.problem]
+                results.not_finite = True
+    results.failures = failures + [r.problem for r in results if r.problem]
+    return results, results.failures
 
 
 def _fields(intended: Intended):
