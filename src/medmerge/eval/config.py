@@ -255,6 +255,11 @@ class McqEvalConfig(EvalCommon):
     sample: int | None = Field(
         default=None, ge=1, description="score N items drawn at random with --seed"
     )
+    context_overflow: Literal["truncate", "refuse"] = Field(
+        default="truncate",
+        description="a prompt longer than the model's context: truncate it from the left "
+        "(as lm-eval does; warns with the count) or refuse the run",
+    )
 
     @model_validator(mode="after")
     def _style_fits_task(self) -> McqEvalConfig:

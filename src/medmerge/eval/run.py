@@ -4,6 +4,7 @@ and medmerge_manifest.json; it appears under --out only when complete."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,14 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
             FORMATS[language], template, backend.tokenizer, cfg.enable_thinking, cfg.continuation
         )
         if harness is not None:
+            prompts = [(harness.context(i, harness_shots), harness.continuations(i)) for i in items]
+        else:
+            prompts = [
+                (task.context(i, s), task.continuations(i))
+                for i, s in zip(items, shots, strict=True)
+            ]
+        overflow = context_overflow(cfg.context_overflow, backend, prompts, items)
+        if harness is not None:
             records = score_harness(harness, items, harness_shots, backend)
         elif cfg.mode == "loglik":
             records = score_loglik(task, items, shots, backend)
@@ -205,6 +214,7 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
             "language": language,
             "prompt_style": cfg.style(),
             "task": cfg.task,
+            "context_overflow": overflow,
             **summarize(records, cfg.mode),
         }
         _finish(folder, "mcq", cfg, results, records)
@@ -213,6 +223,37 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
         f"invalid_rate={shown(results, 'invalid_rate')} (95% Wilson CIs)"
     )
     return 0
+
+
+def context_overflow(
+    policy: str, backend: Any, prompts: list[tuple[str, list[str]]], items: list[Any]
+) -> dict[str, Any]:
+    """Count the prompts (context + longest continuation) over the model's context; refuse
+    or warn that they are truncated from the left as lm-eval truncates them."""
+    limit = backend.max_length
+    tokenizer = backend.tokenizer
+    over = [
+        item
+        for item, (context, continuations) in zip(items, prompts, strict=True)
+        if max(
+            len(tokenizer(context + c, add_special_tokens=False)["input_ids"])
+            for c in continuations
+        )
+        > limit + 1
+    ]
+    if over and policy == "refuse":
+        raise DataError(
+            f"{over[0].source}: {len(over)} of {len(items)} prompts exceed the model's "
+            f"{limit}-token context; shorten them (fewer --few-shot) or pass "
+            "--context-overflow truncate"
+        )
+    if over:
+        print(
+            f"medmerge: warning: {len(over)} of {len(items)} prompts exceed the model's {limit}-"
+            "token context; their contexts are truncated from the left, as lm-eval does",
+            file=sys.stderr,
+        )
+    return {"policy": policy, "max_length": limit, "items": len(over)}
 
 
 def run_safety_eval(cfg: SafetyConfig) -> int:

@@ -48,6 +48,9 @@ class Backend(Protocol):
     name: ClassVar[str]  # the registry key, as `backend:` spells it
     identity: dict[str, Any]  # what is evaluated, recorded in run_meta.json
     tokenizer: Any
+    # the longest scored input in tokens; a longer one keeps its last max_length + 1 tokens
+    # (context truncated from the left, as lm-eval does)
+    max_length: int
 
     @classmethod
     def from_engine(

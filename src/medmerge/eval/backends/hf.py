@@ -43,6 +43,17 @@ class PrefixGroup:
     n_continuation: list[int] = field(default_factory=list)
 
 
+def context_length(config: Any, tokenizer: Any) -> int:
+    """The longest input, as lm-eval's HFLM reads it: n_positions, max_position_embeddings or
+    n_ctx of the config, else the tokenizer's model_max_length when set, else 2048."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < 10**9 else 2048
+
+
 def group_by_prefix(
     encoded: Sequence[tuple[list[int], int]], contexts: Sequence[str]
 ) -> list[PrefixGroup]:
@@ -208,6 +219,7 @@ class HFBackend:
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id or 0
+        self.max_length = context_length(self.model.config, self.tokenizer)
 
     @torch.no_grad()
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[float]:
@@ -220,6 +232,8 @@ class HFBackend:
         context + continuation string whole (tests/eval/test_backends_speedpaths.py).
         """
         encoded = [continuation_split(self.tokenizer, r.context, r.continuation) for r in requests]
+        # lm-eval's policy for a longer input: keep its last max_length + 1 tokens
+        encoded = [(ids[-(self.max_length + 1) :], n) for ids, n in encoded]
         groups = group_by_prefix(encoded, [r.context for r in requests])
         groups.sort(key=lambda g: -len(g.prefix))
         results = [0.0] * len(requests)

@@ -142,6 +142,15 @@ class MergedLora:
         return self.request
 
 
+def _config_context(folder: str, tokenizer: Any) -> int:
+    """The context vLLM defaults to: the model config's, as HFBackend reads it."""
+    from transformers import AutoConfig
+
+    from medmerge.eval.backends.hf import context_length
+
+    return context_length(AutoConfig.from_pretrained(folder), tokenizer)
+
+
 def engine_arguments(engine: EngineSettings, lora: MergedLora | None) -> dict[str, Any]:
     """Keyword arguments of vllm.LLM beyond the model folder."""
     arguments: dict[str, Any] = {
@@ -226,6 +235,8 @@ class VLLMBackend:
             self.lora.use(self.plan)
         arguments = engine_arguments(engine, self.lora)
         self.llm = vllm.LLM(model=folder, **arguments)
+        # inputs are cut to max_length + 1 tokens (the last one only scored): vLLM's limit
+        self.max_length = (engine.max_model_len or _config_context(folder, self.tokenizer)) - 1
         self.logit_bias: dict[int, float] = {}  # added to the logits while generating
         self.identity = {
             **source,
@@ -278,6 +289,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         encoded = [continuation_split(self.tokenizer, r.context, r.continuation) for r in requests]
+        encoded = [(ids[-(self.max_length + 1) :], n) for ids, n in encoded]  # lm-eval's cut
         # 1, not 0: some releases read prompt_logprobs=0 as "off" (vllm/v1/engine/logprobs.py);
         # each position's dict holds the prompt token's own log-prob whatever its rank.
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
