@@ -239,8 +239,11 @@ class McqEvalConfig(EvalCommon):
         default_factory=list, description="exemplar pool (default: the other questions)"
     )
     seed: int = Field(default=0, description="few-shot and --sample seed")
-    max_new_tokens: int = Field(
-        default=32, ge=1, description="generate mode: longest answer in tokens"
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="generate mode: longest answer in tokens (default 32; 2048 with "
+        "--enable-thinking, room for the reasoning)",
     )
     split: Literal["test", "train", "dev", "validation"] | None = Field(
         default=None,
@@ -269,6 +272,12 @@ class McqEvalConfig(EvalCommon):
         if style == "lm-eval" and self.mode != "loglik":
             raise ValueError("lm-eval tasks score by log-likelihood; drop --mode generate")
         return self
+
+    def answer_tokens(self) -> int:
+        """generate mode's max_new_tokens: as given, else 32, or 2048 when thinking."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        return 2048 if self.enable_thinking else 32
 
     def style(self) -> str:
         """The prompt style in effect (see prompt_style)."""

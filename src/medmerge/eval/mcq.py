@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from medmerge.data.readers import Message
 from medmerge.eval.backends import Backend, LoglikRequest
-from medmerge.eval.leakage import strip_think
+from medmerge.eval.leakage import THINK_CLOSE, THINK_OPEN, strip_think, think_spans
 from medmerge.eval.mcq_formats import LETTERS, McqItem
 from medmerge.eval.uncertainty import mcq_uncertainty
 
@@ -164,20 +165,22 @@ LETTER_PATTERNS = (
     #    "A、C", "AC" (several letters only count for multi-answer items, see `summarize`)
     r"^\s*[(（\[]?\s*(?P<letters>[A-J](?:\s*(?:,|，|、|和|及|and)?\s*[A-J])*)\s*"
     r"(?:[)）\]]|$|[.．:：、,，。;；\n])",
-    # 2. an explicit statement: "answer is B", "Answer: (C)", "答案是B", "答案：AC", "选B"
-    r"(?:(?i:answer)\s*(?:(?i:is)|:)?|答案\s*(?:是|为|应为)?|选择?)\s*[:：]?\s*[(（\[]?\s*"
-    r"(?P<letters>[A-J]+)(?![A-Za-z])",
+    # 2. an explicit statement, the first one: "answer is B", "Answer: (C)", "the correct
+    #    option is C, not A", "answer is c", "答案是B", "答案：AC", "选B"
+    r"(?:(?i:answer|(?:correct\s+)?(?:option|choice))\s*(?:(?i:is)|:)?|答案\s*(?:是|为|应为)?"
+    r"|选择?)\s*[:：]?\s*[(（\[]?\s*(?P<letters>[A-J]+|[a-j])(?![A-Za-z])",
 )
 
 
 def extract_letters(text: str, n_options: int) -> set[int] | None:
-    """The chosen option indices: by LETTER_PATTERNS (capital letters only), then by the only
-    distinct standalone capital letter among the options'; None when nothing is found."""
+    """The chosen option indices: by LETTER_PATTERNS (a lower-case letter only after an explicit
+    "answer is"), then by the only distinct standalone capital letter among the options';
+    None when nothing is found."""
     valid = LETTERS[:n_options]
     for pattern in LETTER_PATTERNS:
         match = re.search(pattern, text)
         if match:
-            found = {LETTERS.index(c) for c in match.group("letters") if c in valid}
+            found = {LETTERS.index(c.upper()) for c in match.group("letters") if c.upper() in valid}
             if found:
                 return found
     lone = set(re.findall(rf"(?<![A-Za-z])([{valid}])(?![A-Za-z])", text))
@@ -202,7 +205,8 @@ def answer_generate(
     decoding = {"do_sample": False, "max_new_tokens": max_new_tokens, "seed": 0}
     stops = task.template.stop_token_ids(task.tokenizer)
     contexts = [task.context(item, s) for item, s in zip(items, shots, strict=True)]
-    outputs = [g.text for g in backend.generate(contexts, decoding, stops)]
+    generations = backend.generate(contexts, decoding, stops)
+    outputs = [g.text for g in generations]
     found = [_letters(o, item) for o, item in zip(outputs, items, strict=True)]
     retry = [i for i, f in enumerate(found) if f is None]
     retry_contexts = [
@@ -225,13 +229,58 @@ def answer_generate(
             "retry_context": context,
             "retry_output": output,
         }
-    for record in records:
-        record["invalid"] = not record["predicted_indices"]
+    _mark_unanswered(records, generations, _prefills_think(contexts), max_new_tokens)
     return records
 
 
+def _mark_unanswered(
+    records: list[dict[str, Any]], generations: Sequence[Any], prefilled: bool, limit: int
+) -> None:
+    """Tell truncated thinking (stopped inside a think block) from invalid answers, and warn
+    when most answers ran into max_new_tokens."""
+    for record, generation in zip(records, generations, strict=True):
+        unanswered = not record["predicted_indices"]
+        truncated = unanswered and thinking_unfinished(generation.text, prefilled)
+        record["truncated_thinking"] = truncated
+        record["invalid"] = unanswered and not truncated
+        record["hit_max_new_tokens"] = not generation.stopped
+    hit = sum(r["hit_max_new_tokens"] for r in records)
+    if records and hit > len(records) / 2:
+        print(
+            f"medmerge: warning: {hit} of {len(records)} answers stopped at max_new_tokens "
+            f"{limit}; raise --max-new-tokens (thinking answers need hundreds)",
+            file=sys.stderr,
+        )
+
+
+def _prefills_think(contexts: Sequence[str]) -> bool:
+    """The rendered prompt ends inside an opened think block (the model continues it)."""
+    if not contexts:
+        return False
+    spans = think_spans(contexts[0])
+    return bool(spans) and not THINK_CLOSE.search(contexts[0], spans[-1].inner_start)
+
+
+def answer_part(output: str) -> str:
+    """The output after its thinking: think blocks removed, and, when a closing tag comes
+    before any opening one (the template prefilled `<think>`), everything up to it."""
+    closing, opening = THINK_CLOSE.search(output), THINK_OPEN.search(output)
+    if closing is not None and (opening is None or closing.start() < opening.start()):
+        output = output[closing.end() :]
+    return strip_think(output)
+
+
+def thinking_unfinished(output: str, prefilled: bool) -> bool:
+    """The output stops inside a think block: one opened (by it, or by the template when
+    `prefilled`) and never closed."""
+    spans = think_spans(output)
+    if spans and not THINK_CLOSE.search(output, spans[-1].inner_start):
+        return True
+    return prefilled and not THINK_CLOSE.search(output) and not spans
+
+
 def _letters(output: str, item: McqItem) -> set[int] | None:
-    answer = strip_think(output)
+    answer = answer_part(output)
     return extract_letters(answer, len(item.options)) or extract_by_text(answer, item.options)
 
 
@@ -251,6 +300,9 @@ def summarize(records: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
         if mode == "loglik":
             out["accuracy_norm"] = sum(r["correct_norm"] for r in rows) / n if n else 0.0
         out["invalid_rate"] = sum(r.get("invalid", False) for r in rows) / n if n else 0.0
+        if mode == "generate":
+            truncated = sum(r.get("truncated_thinking", False) for r in rows)
+            out["truncated_thinking_rate"] = truncated / n if n else 0.0
         return {**out, "uncertainty": mcq_uncertainty(rows, mode)}
 
     return {**stats(records), "per_subject": {s: stats(r) for s, r in sorted(by_subject.items())}}

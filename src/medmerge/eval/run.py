@@ -208,7 +208,7 @@ def run_mcq_eval(cfg: McqEvalConfig) -> int:
         elif cfg.mode == "loglik":
             records = score_loglik(task, items, shots, backend)
         else:
-            records = answer_generate(task, items, shots, backend, cfg.max_new_tokens)
+            records = answer_generate(task, items, shots, backend, cfg.answer_tokens())
         results = {
             "mode": cfg.mode,
             "language": language,

@@ -48,6 +48,10 @@ def mcq_uncertainty(records: Sequence[dict[str, Any]], mode: str) -> dict[str, d
     if mode == "loglik":
         block["accuracy_norm"] = _rate([r["correct_norm"] for r in records])
     block["invalid_rate"] = _rate([r.get("invalid", False) for r in records])
+    if mode == "generate":
+        block["truncated_thinking_rate"] = _rate(
+            [r.get("truncated_thinking", False) for r in records]
+        )
     return block
 
 
