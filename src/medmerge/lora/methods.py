@@ -72,51 +72,69 @@ def magnitude_prune(
 def dare_linear(
     deltas: list[torch.Tensor], weights: list[float], params: MethodParams
 ) -> torch.Tensor:
-    """Drop entries at random (keep probability `density`), rescale by 1/density, sum."""
+    """Drop entries at random (keep probability `density`), rescale to the delta's L1 norm, sum."""
     return linear(_dare(deltas, params), weights, params)
 
 
 def ties(deltas: list[torch.Tensor], weights: list[float], params: MethodParams) -> torch.Tensor:
-    """Trim each delta to its top `density`, elect a sign per entry, average the agreeing ones."""
+    """Trim each delta to its top `density`, elect a sign per entry by weighted mass, and take
+    the disjoint mean: the agreeing weighted deltas over the sum of their weights (mergekit)."""
     trimmed = [keep_largest(d, params.density) for d in deltas]
-    return _sign_elect_disjoint_mean(trimmed, weights)
+    return _sign_elect(trimmed, weights, normalise=True)
 
 
 def dare_ties(
     deltas: list[torch.Tensor], weights: list[float], params: MethodParams
 ) -> torch.Tensor:
-    """DARE's random drop and rescale, then TIES's sign election and disjoint mean."""
-    return _sign_elect_disjoint_mean(_dare(deltas, params), weights)
+    """DARE's random drop and rescale, then TIES's sign election; the agreeing weighted deltas
+    are summed, not divided by their weights (mergekit's dare_ties: normalize false)."""
+    return _sign_elect(_dare(deltas, params), weights, normalise=False)
 
 
 def keep_largest(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Zero all but the `density` fraction of entries with the largest magnitude."""
+    """Zero all but the k = max(1, floor(density * n)) entries of largest magnitude (mergekit's
+    `magnitude` sparsification: exactly k kept, ties broken by a stable sort)."""
     if density >= 1.0:
         return delta
-    keep = round(density * delta.numel())
-    if keep == 0:
-        return torch.zeros_like(delta)
-    threshold = delta.abs().flatten().kthvalue(delta.numel() - keep + 1).values
-    return torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+    if delta.numel() == 0:
+        return delta
+    keep = max(1, int(density * delta.numel()))
+    order = torch.argsort(delta.abs().reshape(-1), descending=True, stable=True)[:keep]
+    mask = torch.zeros(delta.numel(), dtype=torch.bool)
+    mask[order] = True
+    return torch.where(mask.reshape(delta.shape), delta, torch.zeros_like(delta))
 
 
 def _dare(deltas: list[torch.Tensor], params: MethodParams) -> list[torch.Tensor]:
+    """Keep each entry with probability `density`, then rescale the kept ones so the delta's
+    L1 norm is what it was (mergekit's rescale; in expectation the 1/density of the paper)."""
     if params.density >= 1.0:
         return deltas
     generator = torch.Generator().manual_seed(params.seed)
     kept = []
     for delta in deltas:
         mask = torch.rand(delta.shape, generator=generator, dtype=torch.float64) < params.density
-        kept.append(torch.where(mask, delta / params.density, torch.zeros_like(delta)))
+        masked = torch.where(mask, delta, torch.zeros_like(delta))
+        before, after = float(delta.abs().sum()), float(masked.abs().sum())
+        kept.append(masked * (before / after) if before >= 1e-7 and after >= 1e-7 else masked)
     return kept
 
 
-def _sign_elect_disjoint_mean(deltas: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+def _sign_elect(deltas: list[torch.Tensor], weights: list[float], normalise: bool) -> torch.Tensor:
+    """TIES's merge of weighted deltas w_i d_i: the elected sign of each entry is that of
+    sum_i w_i d_i (+ where it is 0); entries whose w_i d_i has that sign agree (zeros never
+    do); the result is sum of the agreeing w_i d_i, divided by the sum of the agreeing w_i
+    when `normalise` (a divisor of 0 is taken as 1)."""
     weighted = torch.stack([d * w for d, w in zip(deltas, weights, strict=True)])
-    sign = torch.sign(weighted.sum(dim=0))
-    agrees = (torch.sign(weighted) == sign) & (weighted != 0)
-    count = agrees.sum(dim=0).clamp(min=1)
-    return (weighted * agrees).sum(dim=0) / count
+    elected = torch.where(weighted.sum(dim=0) >= 0, 1.0, -1.0).to(weighted.dtype)
+    agrees = torch.sign(weighted) == elected
+    mixed = (weighted * agrees).sum(dim=0)
+    if not normalise:
+        return mixed
+    shape = (len(weights),) + (1,) * (weighted.dim() - 1)
+    column = torch.tensor(weights, dtype=weighted.dtype).reshape(shape)
+    divisor = (column * agrees).sum(dim=0)
+    return mixed / torch.where(divisor == 0, torch.ones_like(divisor), divisor)
 
 
 METHODS: dict[str, MergeMethod] = {
