@@ -206,9 +206,12 @@ def apply_merged_delta(
     weights: Sequence[float] | WeightPlan,
     method: str = "linear",
     params: MethodParams | None = None,
+    round_to: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """Add the merged delta to a loaded model's weights in place, exactly as the export does.
 
+    `round_to` rounds each merged tensor to that dtype before it is stored in the parameter's
+    own (an fp32 model holding exactly the weights of a bf16 merge); default: the parameter's.
     Returns the original tensors; pass them to `restore_weights` to undo the change exactly.
     """
     plan = weights if isinstance(weights, WeightPlan) else WeightPlan(tuple(weights))
@@ -224,7 +227,8 @@ def apply_merged_delta(
         param = parameters[name]
         base = param.detach().cpu()
         originals[name] = param.detach().clone()
-        merged = merged_weight(name, adapters, plan, base, param.dtype, method, params, scratch)
+        dtype = round_to or param.dtype
+        merged = merged_weight(name, adapters, plan, base, dtype, method, params, scratch)
         param.copy_(merged)
         scratch.release(merged)
     return originals

@@ -21,7 +21,11 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
     )
     if report["behaviour"] and "max_abs_diff" in report["behaviour"]:
         b = report["behaviour"]
-        line += f", logits max |diff| {b['max_abs_diff']:.3g}, top-1 {b['top1_agreement']:.0%}"
+        line += (
+            f", logits max |diff| {b['max_abs_diff']:.3g} (tolerance {b.get('tolerance', 0):.3g}"
+            f" from a {b.get('dtype', '')} rounding gap of {b.get('rounding_gap', 0):.3g}), "
+            f"top-1 {b['top1_agreement']:.0%}"
+        )
     console.print(line)
     for warning in report.get("warnings", []):
         console.print(f"[yellow]WARN[/yellow] {warning}", highlight=False)

@@ -203,18 +203,15 @@ def _recover(fit: FitSums, count: int) -> Recovery:
 
 
 def _behaviour(cfg, merged_dir, intended, failures, warnings) -> dict[str, Any]:
-    from medmerge.verify.behaviour import compare_logits
+    from medmerge.verify.behaviour import behaviour_failure, compare_logits
 
     behaviour = compare_logits(Path(cfg.base), merged_dir, *_fields(intended), cfg.probe_prompts)
     if behaviour.get("skipped"):
         warnings.append(f"behaviour check skipped: {behaviour['skipped']}")
     elif behaviour.get("load_error"):
         failures.append(f"behaviour: the merged folder does not load ({behaviour['load_error']})")
-    elif behaviour["top1_agreement"] < 1.0 or behaviour["max_abs_diff"] > 1e-2:
-        failures.append(
-            f"behaviour: logits differ from base + adapters in memory (max |diff| {behaviour['max_abs_diff']:.3g}, "
-            f"top-1 agreement {behaviour['top1_agreement']:.0%})"
-        )
+    elif (problem := behaviour_failure(behaviour)) is not None:
+        failures.append(problem)
     return behaviour
 
 
