@@ -116,13 +116,13 @@ def family_tokenizer(base_folder: Path, folder: Path, family: dict):
     return AutoTokenizer.from_pretrained(folder)
 
 
-def tokenizers() -> dict:
+def tokenizers(out: Path) -> dict:
     from transformers import AutoTokenizer
 
     sys.path.insert(0, str(REPO / "tests"))
     from helpers.qwen3_tokenizer import save_qwen3_tokenizer
 
-    folder = OUT / "tokenizers"
+    folder = out / "tokenizers"
     found = {"project": project_tokenizer(folder / "project")}
     for name, family in FAMILIES.items():
         found[name] = family_tokenizer(folder / "project", folder / name, family)
@@ -209,10 +209,18 @@ def pretrain(tokenizer, template: str, documents: list[str]) -> dict:
 
 
 def main() -> None:
+    """Goldens for OUT/conversations.json into OUT (default: the committed goldens); with
+    `--out DIR` for another input set (scripts/goldens/llamafactory_fuzz.py makes one)."""
+    import argparse
+
     import llamafactory
 
-    inputs = json.loads((OUT / "conversations.json").read_text(encoding="utf-8"))
-    for name, tokenizer in tokenizers().items():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help="folder with conversations.json")
+    out = parser.parse_args().out
+
+    inputs = json.loads((out / "conversations.json").read_text(encoding="utf-8"))
+    for name, tokenizer in tokenizers(out).items():
         golden = {
             "llamafactory": llamafactory.__version__,
             "tokenizer": name,
@@ -232,11 +240,9 @@ def main() -> None:
         for template in ("qwen3", "default", "llama3"):
             if not lacks(tokenizer, template):
                 golden["pt"][template] = pretrain(tokenizer, template, inputs["documents"])
-        path = OUT / f"{name}.json"
+        path = out / f"{name}.json"
         path.write_text(json.dumps(golden, separators=(",", ":")) + "\n", encoding="utf-8")
-        print(
-            f"{path.relative_to(REPO)}: {len(golden['sft'])} settings, skipped {golden['skipped']}"
-        )
+        print(f"{path}: {len(golden['sft'])} settings, skipped {golden['skipped']}")
 
 
 if __name__ == "__main__":
