@@ -114,6 +114,7 @@ class Metric:
     plot: int = 0
     objective: int = 0
     overlay: tuple[str, str] | None = None
+    uncertainty: str | None = None  # its key in results.json's `uncertainty` block
 
     @property
     def column(self) -> str:
@@ -150,12 +151,21 @@ METRICS: tuple[Metric, ...] = (
         plot=1,
         objective=1,
         overlay=("bleu4_no_think", "think removed"),
+        uncertainty="metrics.raw.bleu4",
     ),
     Metric("rouge1", sample=lambda p, r: _rouge(p, r)["rouge1"]),
     Metric("rouge2", sample=lambda p, r: _rouge(p, r)["rouge2"]),
-    Metric("rougeL", sample=lambda p, r: _rouge(p, r)["rougeL"], read=raw("rougeL"), report=3),
+    Metric(
+        "rougeL",
+        sample=lambda p, r: _rouge(p, r)["rougeL"],
+        read=raw("rougeL"),
+        report=3,
+        uncertainty="metrics.raw.rougeL",
+    ),
     Metric("sacrebleu", corpus=_sacrebleu),
-    Metric("bleu4_no_think", read=no_think("bleu4"), report=2),
+    Metric(
+        "bleu4_no_think", read=no_think("bleu4"), report=2, uncertainty="metrics.no_think.bleu4"
+    ),
     Metric(
         "think_tag_rate",
         "think-tag rate",
@@ -163,10 +173,20 @@ METRICS: tuple[Metric, ...] = (
         report=4,
         plot=3,
         objective=-1,
+        uncertainty="leakage.think_tag_rate",
     ),
-    Metric("nonempty_think_rate", read=leak("nonempty_think_rate")),
-    Metric("marker_rate", read=leak("marker_rate"), report=5),
-    Metric("len_tokens", read=_mean_of("length_tokens"), report=6),
+    Metric(
+        "nonempty_think_rate",
+        read=leak("nonempty_think_rate"),
+        uncertainty="leakage.nonempty_think_rate",
+    ),
+    Metric("marker_rate", read=leak("marker_rate"), report=5, uncertainty="leakage.marker_rate"),
+    Metric(
+        "len_tokens",
+        read=_mean_of("length_tokens"),
+        report=6,
+        uncertainty="leakage.length_tokens.mean",
+    ),
     Metric("len_chars", read=_mean_of("length_chars"), average=False),
     Metric(
         "accuracy",
@@ -176,9 +196,14 @@ METRICS: tuple[Metric, ...] = (
         report=7,
         plot=2,
         objective=1,
+        uncertainty="accuracy",
     ),
     Metric(
-        "accuracy_norm", read=lambda results: results["accuracy_norm"], suite="mcq", average=False
+        "accuracy_norm",
+        read=lambda results: results["accuracy_norm"],
+        suite="mcq",
+        average=False,
+        uncertainty="accuracy_norm",
     ),
 )
 

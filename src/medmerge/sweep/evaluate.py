@@ -94,6 +94,7 @@ def evaluate_mcq(backend: Backend, loaded: LoadedMcq, choice: TemplateChoice) ->
     records = score_loglik(task, loaded.items, [[] for _ in loaded.items], backend)
     summary = summarize(records, "loglik")
     summary["loglikelihoods"] = [r["loglikelihoods"] for r in records]
+    summary["correct"] = [bool(r["correct"]) for r in records]  # the paired tests' input
     return summary
 
 
@@ -103,16 +104,27 @@ def flatten(
     """One table row's metrics (eval.metrics.METRICS): per suite, then the averages the
     trade-off is read from."""
     row: dict[str, float | None] = {}
+    errors: dict[str, float] = {}  # column -> standard error, for the averages' CIs
     for kind, suites in (("gen", gen), ("mcq", mcq)):
         for name, res in suites.items():
             for metric in table_metrics(kind):
-                row[f"{name}.{metric.name}"] = metric.read(res)
+                column = f"{name}.{metric.name}"
+                row[column] = metric.read(res)
+                entry = (res.get("uncertainty") or {}).get(metric.uncertainty or "")
+                if entry is not None:
+                    row[f"{column}_lo"], row[f"{column}_hi"] = entry["ci_low"], entry["ci_high"]
+                    errors[column] = entry["stderr"]
     for metric in table_metrics():
         if metric.average:
             suites = gen if metric.suite == "gen" else mcq
-            values = [row[c] for n in suites if (c := f"{n}.{metric.name}") in row]
-            values = [v for v in values if v is not None]
+            columns = [c for n in suites if (c := f"{n}.{metric.name}") in row]
+            values = [row[c] for c in columns if row[c] is not None]
             row[metric.column] = sum(values) / len(values) if values else None
+            if values and all(c in errors for c in columns):
+                # the mean of independent suites: its stderr is sqrt(sum se^2) / k (normal CI)
+                half = 1.96 * sum(errors[c] ** 2 for c in columns) ** 0.5 / len(columns)
+                row[f"{metric.column}_lo"] = row[metric.column] - half
+                row[f"{metric.column}_hi"] = row[metric.column] + half
     return row
 
 

@@ -1,12 +1,22 @@
-"""The Pareto front of a sweep table and the recommended weight under user constraints."""
+"""The Pareto front of a sweep table and the recommended weight under user constraints.
+
+A point beats the reference (`recommend.reference`, e.g. pt=0) only when a paired test on
+the items both answered says so: exact McNemar on the MCQ items behind an accuracy
+objective, at the 5 % level. Otherwise the recommendation stays at the reference and says
+"not distinguishable from <reference> at n = ...". Rows carry their MCQ items' correctness
+in `_correct` (dropped before the table is written).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from medmerge import stats
 from medmerge.eval.metrics import pareto_objectives
 from medmerge.sweep.config import Recommendation
+
+ALPHA = 0.05
 
 
 def _value(row: dict[str, Any], metric: str) -> float | None:
@@ -67,7 +77,10 @@ def recommend(rows: Sequence[dict[str, Any]], rule: Recommendation) -> dict[str,
     best = max(
         feasible, key=lambda r: (_value(r, rule.objective), _value(r, rule.bleu_metric) or 0)
     )
+    best, test = _tested_against_reference(best, rows, feasible, rule)
     return {
+        "paired_test": test,
+        "warnings": bleu_power_warnings(rows, rule),
         "rule": rule_text,
         "point": best["point"],
         "weights": {k[2:]: v for k, v in best.items() if k.startswith("w_")},
@@ -83,3 +96,65 @@ def recommend(rows: Sequence[dict[str, Any]], rule: Recommendation) -> dict[str,
 
 def _floors(floors: dict[tuple[str, str], float]) -> dict[str, float]:
     return {f"{t}/{d}": v for (t, d), v in floors.items()}
+
+
+def paired_accuracy_test(point: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
+    """Exact McNemar of a point's MCQ items against the reference's; None without items."""
+    a, b = reference.get("_correct"), point.get("_correct")
+    if not a or not b or len(a) != len(b):
+        return None
+    diff = stats.accuracy_difference(a, b)
+    return {"reference": reference["point"], **diff.as_dict()}
+
+
+def _tested_against_reference(
+    best: dict[str, Any], rows: Sequence[dict[str, Any]], feasible: list, rule: Recommendation
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The best feasible point if a paired test says it beats the reference, else the
+    reference (when it is feasible), with the test and a sentence saying which."""
+    refs = [
+        r
+        for r in rows
+        if rule.reference
+        and _matches(r, rule.reference)
+        and (r["template"], r["decoding"]) == (best["template"], best["decoding"])
+    ]
+    if not refs:
+        return best, {"verdict": "no reference point given (recommend.reference): untested"}
+    reference = refs[0]
+    if reference is best:
+        return best, {"verdict": "the reference itself is best"}
+    if "accuracy" not in rule.objective:
+        return best, {"verdict": f"no paired test for objective {rule.objective}: untested"}
+    test = paired_accuracy_test(best, reference)
+    if test is None:
+        return best, {"verdict": "per-item results missing (cached points): rerun with --force"}
+    if test["p_value"] < ALPHA and test["difference"] > 0:
+        verdict = (
+            f"better than {reference['point']} at n = {test['n']} "
+            f"(McNemar p = {test['p_value']:.3g})"
+        )
+        return best, {**test, "verdict": verdict}
+    verdict = (
+        f"{best['point']} is not distinguishable from {reference['point']} at n = {test['n']} "
+        f"(difference {test['difference']:+.3f}, McNemar p = {test['p_value']:.3g}, minimum "
+        f"detectable {test['min_detectable']:.3f}); keeping {reference['point']}"
+    )
+    chosen = reference if reference in feasible else best
+    return chosen, {**test, "candidate": best["point"], "verdict": verdict}
+
+
+def bleu_power_warnings(rows: Sequence[dict[str, Any]], rule: Recommendation) -> list[str]:
+    """The BLEU floor asks for a resolution (bleu_drop) finer than the points' own CIs."""
+    widths = [
+        (row[f"{rule.bleu_metric}_hi"] - row[f"{rule.bleu_metric}_lo"]) / 2
+        for row in rows
+        if row.get(f"{rule.bleu_metric}_hi") is not None
+    ]
+    if not widths or min(widths) <= rule.bleu_drop:
+        return []
+    return [
+        f"the {rule.bleu_metric} 95% CI half-width is at least ±{min(widths):.2f} at these n, "
+        f"wider than bleu_drop {rule.bleu_drop}: the BLEU floor cannot tell the points apart; "
+        "use more generation items or a larger bleu_drop"
+    ]

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from medmerge import stats
 from medmerge.artifacts import (
     STAGING_PREFIX,
     atomic_write_json,
@@ -201,6 +202,8 @@ def _sweep_into(cfg: SweepConfig, folder: Path, started: float) -> str:
         )
     gens = {s.name: load_gen_suite(s) for s in cfg.suites.gen}
     mcqs = {s.name: load_mcq_suite(s) for s in cfg.suites.mcq}
+    for name, loaded in mcqs.items():
+        print(f"[sweep] {power_line(name, len(loaded.items))}")
     store = PointStore(folder, _inputs(cfg, adapters))
     points = cfg.weight_points()
     todo = {w: [c for c in _cells(cfg, w) if store.get(c) is None] for w in points}
@@ -221,6 +224,16 @@ def _sweep_into(cfg: SweepConfig, folder: Path, started: float) -> str:
                         bar.advance(1)
     rows = collect_rows(cfg, store)
     return write_outputs(cfg, folder, rows, started, store)
+
+
+def power_line(suite: str, n: int) -> str:
+    """What accuracy differences n items can resolve, said before the sweep starts."""
+    half = stats.accuracy_half_width(n)
+    note = "warning: " if half > 0.05 else ""
+    return (
+        f"{note}suite {suite}: with n = {n} the 95% CI half-width on accuracy is ±{half:.2f}; "
+        "smaller differences between points are not resolved"
+    )
 
 
 def _evaluate_cell(backend, cfg: SweepConfig, cell: dict, gens: dict, mcqs: dict) -> dict:
@@ -258,8 +271,16 @@ def collect_rows(cfg: SweepConfig, store: PointStore) -> list[dict[str, Any]]:
                     "decoding": name,
                     "think_penalty": cfg.decodings[name].think_penalty,
                 }
-                rows.append({**row, **flatten(gen, mcq)})
+                rows.append({**row, **flatten(gen, mcq), "_correct": _items_correct(mcq)})
     return rows
+
+
+def _items_correct(mcq: dict[str, dict[str, Any] | None]) -> list[bool] | None:
+    """Every MCQ suite's per-item correctness, suites in order (None if a cell lacks it)."""
+    lists = [(res or {}).get("correct") for res in mcq.values()]
+    if not lists or any(items is None for items in lists):
+        return None
+    return [c for items in lists for c in items]
 
 
 def write_outputs(
@@ -273,6 +294,8 @@ def write_outputs(
     for i, row in enumerate(rows):
         row["pareto"] = i in front
     choice = recommend(rows, cfg.recommend)
+    for row in rows:
+        row.pop("_correct", None)
     payload = {
         "rows": rows,
         "pareto": [
@@ -292,9 +315,11 @@ def write_outputs(
         plot_sweep(rows, [a.label for a in cfg.adapters], staging / "tradeoff.png")
         write_manifest(staging, "sweep", manifest)
     point = choice.get("point")
+    verdict = (choice.get("paired_test") or {}).get("verdict")
     return (
         f"{len(rows)} rows; Pareto front {len(front)} rows; "
         f"recommended: {point or 'none feasible'} ({choice['rule']})"
+        + (f"; {verdict}" if verdict else "")
     )
 
 
