@@ -68,3 +68,23 @@ def test_flatten_carries_each_suites_ci_and_the_average_s():
 def test_power_said_up_front():
     assert "with n = 24 the 95% CI half-width on accuracy is ±0.19" in power_line("mmlu", 24)
     assert power_line("medqa", 1273).startswith("suite medqa")  # ±0.03: no warning
+
+
+def test_plot_draws_a_ci_band_per_line():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medmerge.report.plots import _plot_lines
+
+    rows = [
+        {"w_pt": w, "avg_accuracy": 0.5, "avg_accuracy_lo": 0.4, "avg_accuracy_hi": 0.6}
+        for w in (0.0, 0.5, 1.0)
+    ]
+    fig, ax = plt.subplots()
+    _plot_lines(ax, {"qwen3 / A": rows}, "w_pt", "avg_accuracy")
+    assert len(ax.collections) == 1  # the band
+    paths = ax.collections[0].get_paths()[0].vertices
+    assert paths[:, 1].min() == pytest.approx(0.4) and paths[:, 1].max() == pytest.approx(0.6)
+    plt.close(fig)

@@ -101,13 +101,24 @@ def plot_sweep(rows: list[dict], labels: list[str], png_path: str | Path) -> Pat
 def _plot_lines(
     ax, lines: dict[str, list[dict]], x_label: str, column: str, note: str = "", **style
 ) -> None:
-    """One line per series of `column`, skipping rows without it."""
+    """One line per series of `column`, skipping rows without it; its 95 % CI (the table's
+    `<column>_lo` / `_hi`) drawn as a band of the line's colour where the rows carry it."""
     style = style or {"marker": "o", "linewidth": 1.8}
     for name, line in lines.items():
         points = [(r[x_label], r[column]) for r in line if r.get(column) is not None]
         if points:
             xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, label=f"{name}{note}", **style)
+            (drawn,) = ax.plot(xs, ys, label=f"{name}{note}", **style)
+            band = [r for r in line if r.get(f"{column}_lo") is not None]
+            if len(band) == len(points):
+                ax.fill_between(
+                    [r[x_label] for r in band],
+                    [r[f"{column}_lo"] for r in band],
+                    [r[f"{column}_hi"] for r in band],
+                    color=drawn.get_color(),
+                    alpha=0.15,
+                    linewidth=0,
+                )
 
 
 def _plot_benchmarks(ax, rows: list[dict], x_label: str, name: str) -> None:
