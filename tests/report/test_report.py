@@ -81,3 +81,19 @@ def test_headline_shows_the_exported_merge_weights_from_its_manifest(tmp_path):
     headline = md.split("## At a glance")[1].split("\n## ")[0]
     assert "pt=0.6,sft=0.4" in headline and "pt=0.3,sft=0.7" not in headline
     assert "pt=0,sft=1" in headline and "pt=1,sft=0" in headline
+
+
+def test_headline_says_the_paired_verdict_and_power(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    (run / "sweep").mkdir(parents=True)
+    path = write_sweep_table(run, _rows((0.0, 0.5, 1.0)))
+    table = json.loads(path.read_text())
+    verdict = "pt=0.5,sft=0.5 is not distinguishable from pt=0,sft=1 at n = 24"
+    table["recommendation"]["paired_test"] = {"verdict": verdict}
+    table["recommendation"]["warnings"] = ["the bleu4 95% CI half-width is at least ±3.10"]
+    path.write_text(json.dumps(table))
+    assert build_report(ReportConfig(run_dir=str(run))) == 0
+    headline = (run / "report" / "report.md").read_text().split("## At a glance")[1]
+    assert verdict in headline and "±3.10" in headline

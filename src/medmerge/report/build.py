@@ -60,6 +60,11 @@ def _headline(doc: Doc, run: RunLayout) -> None:
         )
     else:
         doc.p(f"**No weight meets the constraints** ({rec['rule']}).")
+    verdict = (rec.get("paired_test") or {}).get("verdict")
+    if verdict:
+        doc.p(f"**Paired test against the reference:** {verdict}.")
+    for warning in rec.get("warnings") or []:
+        doc.p(f"**Power:** {warning}.")
     rows = table["rows"]
     labels = table["adapters"]
     first = (rows[0]["template"], rows[0]["decoding"])
