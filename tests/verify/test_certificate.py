@@ -16,25 +16,43 @@ from medmerge.merge import MergeConfig, run_merge
 from medmerge.verify import VerifyConfig
 from medmerge.verify.run import verify
 
-# The default tier keeps every ratio in bf16 (where rounding erases most of a small delta)
-# and the ends of the band in fp16 and fp32; the rest of the matrix is slow.
-FAST = {("bf16", r) for r in RATIOS} | {("fp16", 3e-4), ("fp16", 1e-2), ("fp32", 1e-4)}
+# The default tier keeps every ratio of Llama in bf16 (where rounding erases most of a small
+# delta), the ends of the band in fp16 and fp32, and one realistic bf16 and fp16 point of each
+# other architecture; the rest of the 4 x 3 x 6 matrix is slow.
+ARCHS = ("llama", "gpt2", "gemma3", "moe")
+FAST = {("llama", "bf16", r) for r in RATIOS}
+FAST |= {("llama", "fp16", 3e-4), ("llama", "fp16", 1e-2), ("llama", "fp32", 1e-4)}
+FAST |= {(a, d, r) for a in ARCHS[1:] for d, r in (("bf16", 1e-3), ("fp16", 1e-2))}
 MATRIX = [
-    pytest.param(dtype, ratio, marks=() if (dtype, ratio) in FAST else pytest.mark.slow)
+    pytest.param(arch, dtype, ratio, marks=() if (arch, dtype, ratio) in FAST else pytest.mark.slow)
+    for arch in ARCHS
     for dtype in ("bf16", "fp16", "fp32")
     for ratio in RATIOS
 ]
+TOUCHED = {"llama": 10, "gpt2": 7, "gemma3": 8, "moe": 4}
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    root = tmp_path_factory.mktemp("llama")
-    return {dtype: make_base(root / dtype, "llama", dtype) for dtype in ("bf16", "fp16", "fp32")}
+def bases(tmp_path_factory):
+    """One base per (architecture, dtype), built on first use."""
+    root, built = tmp_path_factory.mktemp("bases"), {}
+
+    def get(arch, dtype):
+        if (arch, dtype) not in built:
+            built[arch, dtype] = make_base(root / f"{arch}-{dtype}", arch, dtype)
+        return built[arch, dtype]
+
+    return get
 
 
-def _adapters(base, root, ratio):
+@pytest.fixture(scope="module")
+def llama(bases):
+    return {dtype: bases("llama", dtype) for dtype in ("bf16", "fp16", "fp32")}
+
+
+def _adapters(base, root, ratio, arch="llama"):
     return [
-        make_adapter(base, root / f"a{seed}", ratio, seed, target_modules=TARGETS["llama"])
+        make_adapter(base, root / f"a{seed}", ratio, seed, target_modules=TARGETS[arch])
         for seed in (1, 2)
     ]
 
@@ -49,13 +67,14 @@ def _merge(base, adapters, out, weights=(0.3, 0.7), **fields) -> int:
     return run_merge(cfg)
 
 
-@pytest.mark.parametrize(("dtype", "ratio"), MATRIX)
-def test_correct_merge_is_exact_at_every_delta_size(llama, tmp_path, dtype, ratio):
-    adapters = _adapters(llama[dtype], tmp_path, ratio)
-    assert _merge(llama[dtype], adapters, tmp_path / "out") == 0  # merge verifies its output
+@pytest.mark.parametrize(("arch", "dtype", "ratio"), MATRIX)
+def test_correct_merge_is_exact_at_every_delta_size(bases, tmp_path, arch, dtype, ratio):
+    base = bases(arch, dtype)
+    adapters = _adapters(base, tmp_path, ratio, arch)
+    assert _merge(base, adapters, tmp_path / "out") == 0  # merge verifies its output
     report = json.loads((tmp_path / "out" / "verify.json").read_text())
     assert report["verdict"] == "EXACT" and report["ok"], report["failures"]
-    assert report["max_ulp_error"] <= 1 and report["tensors_touched"] == 10
+    assert report["max_ulp_error"] <= 1 and report["tensors_touched"] == TOUCHED[arch]
     erased = [w for w in report["warnings"] if "retain" in w]
     if report["min_retention"] < 0.9:
         assert erased and f"{report['min_retention']:.1%}" in erased[0]
