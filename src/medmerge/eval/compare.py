@@ -110,7 +110,7 @@ def _mcq_tests(a: list[dict], b: list[dict]) -> dict[str, stats.Difference]:
 
 
 def _gen_tests(
-    a: list[dict], b: list[dict], language: str, cfg: CompareConfig
+    a: list[dict], b: list[dict], language: str | list[str], cfg: CompareConfig
 ) -> dict[str, stats.Difference]:
     tests = {}
     for name, read in GEN_METRICS.items():
@@ -122,6 +122,8 @@ def _gen_tests(
             cfg.seed,
         )
     references = [r["reference"] for r in a]
+    if language == "mixed":  # each record scored with its own language's tokenizer
+        language = [r.get("language", "en") for r in a]
     tests["sacrebleu"] = stats.paired_bootstrap(
         sacrebleu_statistic([r["prediction"] for r in a], references, language),
         sacrebleu_statistic([r["prediction"] for r in b], references, language),

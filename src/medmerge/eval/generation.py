@@ -20,7 +20,7 @@ from medmerge.data.records import iter_json_records, read_text
 from medmerge.errors import DataError
 from medmerge.eval.backends import Backend
 from medmerge.eval.leakage import DEFAULT_MARKERS, leakage_summary
-from medmerge.eval.metrics import detect_language, raw_and_stripped
+from medmerge.eval.metrics import raw_and_stripped, record_languages
 from medmerge.eval.uncertainty import SETTINGS, gen_uncertainty
 
 PROMPT_FIELDS = ("question", "prompt", "query", "input")
@@ -122,8 +122,12 @@ def score_outputs(
     markers: Sequence[str] | None,
 ) -> tuple[dict, list[dict]]:
     """results (metrics raw/no_think, leakage) and per-item scores for a set of outputs."""
-    language = detect_language(references) if language == "auto" else language
+    language = record_languages(references) if language == "auto" else language
     metrics, metric_items = raw_and_stripped(predictions, references, language)
+    if not isinstance(language, str):  # a mixed file: each record's language is kept
+        metrics["language"] = "mixed"
+        metrics["languages"] = {lg: language.count(lg) for lg in sorted(set(language))}
+        metric_items = [{**m, "language": lg} for m, lg in zip(metric_items, language, strict=True)]
     leakage, leak_items = leakage_summary(predictions, token_counts, markers or DEFAULT_MARKERS)
     items = [{**m, "leakage": lk} for m, lk in zip(metric_items, leak_items, strict=True)]
     block = gen_uncertainty(predictions, references, language, items)
@@ -138,7 +142,10 @@ def generate_answers(
     enable_thinking: bool,
     decoding: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Render each prompt with the training template and generate; one record per item."""
+    """Render each prompt with the training template and generate; one record per item.
+
+    `prediction` (what is scored) is decoded with skip_special_tokens=True, as LLaMA-Factory
+    decodes before its metrics; `raw_prediction` keeps the special tokens."""
     prompts = [
         template.render_prompt(backend.tokenizer, item.messages, enable_thinking) for item in items
     ]
@@ -148,7 +155,9 @@ def generate_answers(
             "id": item.id,
             "source": item.source,
             "prompt": prompt,
-            "prediction": out.text,
+            # scored: decoded with skip_special_tokens=True, as LLaMA-Factory scores it
+            "prediction": out.text if out.scored_text is None else out.scored_text,
+            "raw_prediction": out.text,
             "reference": item.reference,
             "tokens": out.tokens,
             "stopped": out.stopped,

@@ -38,6 +38,35 @@ def detect_language(texts: Sequence[str]) -> str:
     return "zh" if len(_CJK.findall(joined)) / len(joined) >= 0.2 else "en"
 
 
+def record_languages(texts: Sequence[str]) -> str | list[str]:
+    """One language for the whole set when every record has it, else each record's own
+    (a mixed English/Chinese file), by `detect_language` per record."""
+    languages = [detect_language([t]) for t in texts]
+    return languages[0] if len(set(languages)) == 1 else languages
+
+
+def _tokenizer(language: str):
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+    from sacrebleu.tokenizers.tokenizer_zh import TokenizerZh
+
+    return {"en": Tokenizer13a, "zh": TokenizerZh}[language]()
+
+
+def bleu_inputs(
+    predictions: Sequence[str], references: Sequence[str], language: str | Sequence[str]
+) -> tuple[Any, list[str], list[str]]:
+    """(sacreBLEU BLEU object, predictions, references) for one language, or, for per-record
+    languages, each sentence tokenized by its record's language and BLEU told `none`."""
+    from sacrebleu.metrics import BLEU
+
+    if isinstance(language, str):
+        return BLEU(tokenize=SACREBLEU_TOKENIZERS[language]), list(predictions), list(references)
+    tokenizers = {lang: _tokenizer(lang) for lang in set(language)}
+    preds = [tokenizers[lg](p) for p, lg in zip(predictions, language, strict=True)]
+    refs = [tokenizers[lg](r) for r, lg in zip(references, language, strict=True)]
+    return BLEU(tokenize="none"), preds, refs
+
+
 def sentence_bleu4(prediction: str, reference: str) -> float:
     """One sample's character-level BLEU-4 with smoothing method3, x100."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
@@ -65,13 +94,18 @@ def sentence_rouge(prediction: str, reference: str) -> dict[str, float]:
     }
 
 
-def corpus_sacrebleu(predictions: Sequence[str], references: Sequence[str], language: str) -> dict:
-    """sacreBLEU corpus score, its signature and the tokenizer used."""
-    from sacrebleu.metrics import BLEU
-
-    bleu = BLEU(tokenize=SACREBLEU_TOKENIZERS[language])
-    result = bleu.corpus_score(list(predictions), [list(references)])
-    return {"score": float(result.score), "signature": str(bleu.get_signature())}
+def corpus_sacrebleu(
+    predictions: Sequence[str], references: Sequence[str], language: str | Sequence[str]
+) -> dict:
+    """sacreBLEU corpus score, its signature and the tokenizer used (per record when the
+    records' languages differ: 13a for English ones, zh for Chinese ones)."""
+    bleu, preds, refs = bleu_inputs(predictions, references, language)
+    result = bleu.corpus_score(preds, [refs])
+    signature = str(bleu.get_signature())
+    if not isinstance(language, str):
+        signature += f" (pre-tokenized per record: {language.count('en')} en 13a, "
+        signature += f"{language.count('zh')} zh)"
+    return {"score": float(result.score), "signature": signature}
 
 
 @lru_cache(maxsize=256)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from medmerge import stats
-from medmerge.eval.metrics import METRICS, SACREBLEU_TOKENIZERS
+from medmerge.eval.metrics import METRICS, bleu_inputs
 
 SETTINGS = {"level": stats.LEVEL, "resamples": stats.RESAMPLES, "seed": 0}
 RATES = {
@@ -59,12 +59,8 @@ def sacrebleu_statistic(
     predictions: Sequence[str], references: Sequence[str], language: str
 ) -> stats.Statistic:
     """Corpus sacreBLEU of the chosen items, from each sentence's n-gram counts summed."""
-    from sacrebleu.metrics import BLEU
-
-    bleu = BLEU(tokenize=SACREBLEU_TOKENIZERS[language])
-    counts = np.asarray(
-        bleu._extract_corpus_statistics(list(predictions), [list(references)]), dtype=np.int64
-    )
+    bleu, preds, refs = bleu_inputs(predictions, references, language)
+    counts = np.asarray(bleu._extract_corpus_statistics(preds, [refs]), dtype=np.int64)
 
     def score(indices: np.ndarray) -> float:
         return float(bleu._compute_score_from_stats(counts[indices].sum(axis=0).tolist()).score)

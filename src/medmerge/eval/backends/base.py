@@ -35,6 +35,8 @@ class Generation:
     text: str  # decoded up to (not including) the first stop token
     tokens: int  # generated tokens, stop token excluded
     stopped: bool  # ended on a stop token rather than max_new_tokens
+    # the same tokens decoded with skip_special_tokens=True, the text LLaMA-Factory scores
+    scored_text: str | None = None
 
 
 class Backend(Protocol):
@@ -95,7 +97,8 @@ def decode_generation(tokenizer: Any, ids: Sequence[int], stop_ids: Sequence[int
     cut = next((i for i, t in enumerate(ids) if t in stops), None)
     kept = list(ids if cut is None else ids[:cut])
     text = tokenizer.decode(kept, skip_special_tokens=False)
-    return Generation(text=text, tokens=len(kept), stopped=cut is not None)
+    scored = tokenizer.decode(kept, skip_special_tokens=True)
+    return Generation(text=text, tokens=len(kept), stopped=cut is not None, scored_text=scored)
 
 
 def continuation_split(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], int]:
