@@ -24,7 +24,9 @@ def test_sft_trains_on_llamafactorys_identity_and_alpaca_sets(make_cfg):
 
 
 def test_pt_trains_on_llamafactorys_c4_set(make_cfg):
-    cfg = make_cfg("pt", data=[], dataset="c4_demo", dataset_dir=str(LF_DATA), max_samples=3)
+    cfg = make_cfg(
+        "pt", data=[], dataset="c4_demo", dataset_dir=str(LF_DATA), max_samples=1, max_steps=2
+    )
     train(cfg)
     assert (Path(cfg.out) / "adapter_model.safetensors").is_file()
 

@@ -72,7 +72,7 @@ def test_llamafactory_example_yaml_trains(tiny_base, tmp_path, capsys, stage, ex
     out = tmp_path / "adapter"
     argv = ["train", stage, "--config", str(EXAMPLES / f"{example}.yaml"), "--base", str(tiny_base)]
     argv += ["--out", str(out), "--dataset-dir", str(LF_DATA), "--max-samples", "4"]
-    argv += ["--max-steps", "2", "--cutoff-len", "128", "--no-progress"]
+    argv += ["--max-steps", "1", "--cutoff-len", "32", "--no-progress"]
     # The YAML's bf16 as such is translated (test_sft_example_translates...); accelerate's
     # state is one per process, so after other tests' fp32 runs this process stays fp32.
     argv += ["--precision", "fp32"]
