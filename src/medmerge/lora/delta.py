@@ -190,6 +190,8 @@ def all_finite(tensor: torch.Tensor) -> bool:
     """True when no element is NaN or Inf (one reduction; isfinite is several times slower)."""
     if tensor.numel() == 0 or not tensor.is_floating_point():
         return True
+    if tensor.element_size() == 1:  # fp8: no aminmax kernel; every fp8 value is an fp32 one
+        tensor = tensor.float()
     low, high = torch.aminmax(tensor)
     return bool(torch.isfinite(low) and torch.isfinite(high))
 

@@ -80,8 +80,7 @@ def hypotheses(
                            f"adapter missing: {label} was left out of the merge (weight 0, "
                            f"intended {w[k]:g})")
             )  # fmt: skip
-    for order in itertools.permutations(range(len(w))):
-        permuted = tuple(w[i] for i in order)
+    for permuted in _reorderings(w):
         if permuted != w:
             for rounding in ("once", "sequential"):
                 found.append(
@@ -103,6 +102,20 @@ def hypotheses(
                        "linear with normalize: true does; pass normalize: false")
         )  # fmt: skip
     return found
+
+
+def _reorderings(weights: tuple[float, ...]) -> list[tuple[float, ...]]:
+    """Every permutation of up to 3 weights; for more adapters the swaps of two (the
+    permutations would be thousands of hypotheses)."""
+    if len(weights) <= 3:
+        orders = itertools.permutations(range(len(weights)))
+        return [tuple(weights[i] for i in order) for order in orders]
+    swapped = []
+    for i, j in itertools.combinations(range(len(weights)), 2):
+        order = list(weights)
+        order[i], order[j] = order[j], order[i]
+        swapped.append(tuple(order))
+    return swapped
 
 
 def _pairs(labels: Sequence[str], weights: Sequence[float]) -> str:

@@ -36,6 +36,7 @@ from medmerge.verify.diagnosis import RIGHT, RoundingAwareFit, hypotheses, judge
 from medmerge.verify.recovery import Recovery, solve
 from medmerge.verify.report import print_summary
 from medmerge.verify.tensors import (
+    ULP_DTYPES,
     FitSums,
     check_touched,
     check_untouched,
@@ -175,6 +176,8 @@ def _diagnose(base, merged, intended, results, recovery) -> tuple[str, list[str]
     if not (method.low_rank_exact and intended.plan.is_global) or results.not_finite:
         return "WRONG", results.failures, None
     names = [r.name for r in results if r.touched]
+    if any(merged.entries[n].torch_dtype not in ULP_DTYPES for n in names):
+        return "WRONG", results.failures, None  # the dtype lines say why
     weights = list(intended.plan.weights)
     labels = [a.path.name for a in intended.adapters]
     fit = RoundingAwareFit.empty(len(weights))

@@ -59,6 +59,9 @@ class FitSums:
         self.energy += float((change * change).sum())
 
 
+ULP_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+
+
 def ulp_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Element-wise distance in units in the last place between two tensors of one float dtype."""
     ints, bits = {
@@ -88,6 +91,12 @@ def check_touched(
     scratch: Scratch | None = None,
 ) -> TensorResult:
     """W' against round(W + intended delta), the effective delta, its retention, its weights."""
+    if merged.dtype not in ULP_DTYPES:
+        problem = (
+            f"{name}: stored as {_dtype_name(merged.dtype)}; a merged tensor must be bf16, fp16, "
+            "fp32 or fp64 (verify measures it in ulps of one of them)"
+        )
+        return TensorResult(name, True, problem=problem)
     if get_method(method).recompute == "factors" and is_lora_only(name, adapters):
         return _check_lora(name, base, merged, adapters, plan, fit, scratch or Scratch())
     w = base.double()
