@@ -262,9 +262,10 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
     ):
         read_sft(path, columns={"outputs": "answer"})
     with pytest.raises(
-        DataError, match=r"x\.csv: unsupported SFT file type '\.csv'; use \.json or \.jsonl$"
+        DataError,
+        match=r"x\.txt: unsupported SFT file type '\.txt'; use one of \.json, \.jsonl, \.csv, \.parquet$",
     ):
-        read_sft(tmp_path / "x.csv")
+        read_sft(tmp_path / "x.txt")
     with pytest.raises(DataError, match=r"unsupported PT file type '\.parquet'"):
         read_pt_texts(tmp_path / "x.parquet")
 
@@ -281,3 +282,17 @@ def test_sharegpt_system_field_is_the_system_prompt(tmp_path: Path) -> None:
     first = [{"from": "system", "value": "S"}, *turns]
     path = write(tmp_path, "t.jsonl", lines({"conversations": first, "system": "ignored"}))
     assert read_sft(path)[0].messages[0] == Message("system", "S")
+
+
+def test_sft_csv_and_parquet_files(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"instruction": ["Q1"], "output": ["A1"]}), tmp_path / "a.parquet")
+    [conversation] = read_sft(tmp_path / "a.parquet")
+    assert conversation.messages == (Message("user", "Q1"), Message("assistant", "A1"))
+    assert conversation.source.endswith("a.parquet:row 1")
+    path = write(tmp_path, "a.csv", 'instruction,input,output\nQ,"more\ninput",A\n')
+    [conversation] = read_sft(path)
+    assert conversation.messages[0] == Message("user", "Q\nmore\ninput")
+    assert conversation.source.endswith("a.csv:2")

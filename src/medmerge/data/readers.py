@@ -24,6 +24,7 @@ from medmerge.errors import ConfigError, DataError, did_you_mean, unknown_choice
 
 PT_SUFFIXES = (".txt", ".jsonl", ".json", ".csv")
 SFT_FORMATS = ("auto", "alpaca", "sharegpt")
+SFT_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 # Names a column mapping may rename: Alpaca fields, the ShareGPT list and its turn keys.
 COLUMN_KEYS = ("instruction", "input", "output", "system", "history", "conversations")
 LF_COLUMN_KEYS = {
@@ -137,12 +138,15 @@ def read_sft_counted(
     if fmt not in SFT_FORMATS:
         raise ConfigError(unknown_choice("SFT format", fmt, SFT_FORMATS))
     names = _column_names(columns or {})
+    from medmerge.data.lf_datasets import iter_records
+
     file = Path(path)
-    if file.suffix.lower() not in (".json", ".jsonl"):
-        raise DataError(f"{file}: unsupported SFT file type {file.suffix!r}; use .json or .jsonl")
+    if file.suffix.lower() not in SFT_SUFFIXES:
+        raise DataError(
+            f"{file}: unsupported SFT file type {file.suffix!r}; use one of {', '.join(SFT_SUFFIXES)}"
+        )
     conversations, skipped = [], 0
-    for line, record in iter_json_records(file):
-        source = f"{file}:{line}"
+    for source, record in iter_records(file):
         try:
             kind = fmt if fmt != "auto" else _detect_format(record, names, source)
             convert = _from_alpaca if kind == "alpaca" else _from_sharegpt
