@@ -88,3 +88,16 @@ def test_plot_draws_a_ci_band_per_line():
     paths = ax.collections[0].get_paths()[0].vertices
     assert paths[:, 1].min() == pytest.approx(0.4) and paths[:, 1].max() == pytest.approx(0.6)
     plt.close(fig)
+
+
+def test_every_row_says_whether_it_beats_the_reference():
+    from medmerge.sweep.pareto import against_reference
+
+    rows = [
+        row(0.0, [False] * 40 + [True] * 10),
+        row(0.5, [True] * 50),
+        row(1.0, [False] * 39 + [True] * 11),
+    ]
+    against_reference(rows, RULE)
+    assert [r["vs_reference"] for r in rows] == [None, "better", "not distinguishable at n = 50"]
+    assert rows[2]["vs_reference_p"] == pytest.approx(1.0)

@@ -158,3 +158,27 @@ def bleu_power_warnings(rows: Sequence[dict[str, Any]], rule: Recommendation) ->
         f"wider than bleu_drop {rule.bleu_drop}: the BLEU floor cannot tell the points apart; "
         "use more generation items or a larger bleu_drop"
     ]
+
+
+def against_reference(rows: Sequence[dict[str, Any]], rule: Recommendation) -> None:
+    """Each row's paired test against the reference of its template and decoding, as
+    `vs_reference_diff` / `vs_reference_p` (exact McNemar on the MCQ items; None without a
+    reference or per-item results) and `vs_reference` (better, worse, or not distinguishable
+    at 5 %)."""
+    for row in rows:
+        refs = [
+            r
+            for r in rows
+            if rule.reference
+            and _matches(r, rule.reference)
+            and (r["template"], r["decoding"]) == (row["template"], row["decoding"])
+        ]
+        test = paired_accuracy_test(row, refs[0]) if refs and refs[0] is not row else None
+        row["vs_reference_diff"] = test["difference"] if test else None
+        row["vs_reference_p"] = test["p_value"] if test else None
+        if test is None:
+            row["vs_reference"] = None
+        elif test["p_value"] >= ALPHA:
+            row["vs_reference"] = f"not distinguishable at n = {test['n']}"
+        else:
+            row["vs_reference"] = "better" if test["difference"] > 0 else "worse"

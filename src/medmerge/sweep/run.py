@@ -53,7 +53,7 @@ from medmerge.sweep.evaluate import (
     load_gen_suite,
     load_mcq_suite,
 )
-from medmerge.sweep.pareto import pareto_front, recommend
+from medmerge.sweep.pareto import against_reference, pareto_front, recommend
 
 
 def point_name(labels: list[str], weights: tuple[float, ...]) -> str:
@@ -294,12 +294,17 @@ def write_outputs(
     for i, row in enumerate(rows):
         row["pareto"] = i in front
     choice = recommend(rows, cfg.recommend)
+    against_reference(rows, cfg.recommend)
     for row in rows:
         row.pop("_correct", None)
     payload = {
         "rows": rows,
         "pareto": [
             rows[i]["point"] + f" [{rows[i]['template']}/{rows[i]['decoding']}]" for i in front
+        ],
+        # the front's points a paired test says beat the reference (the others are ties)
+        "pareto_better_than_reference": [
+            rows[i]["point"] for i in front if rows[i].get("vs_reference") == "better"
         ],
         "recommendation": choice,
         "adapters": [a.label for a in cfg.adapters],
