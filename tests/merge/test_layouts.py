@@ -94,8 +94,9 @@ def test_hub_style_gpt2_keys_are_mapped(gpt2, tmp_path):
     merged = load_file(out / "model.safetensors")
     assert set(merged) == set(renamed)
     assert not torch.equal(merged["h.0.attn.c_attn.weight"], renamed["h.0.attn.c_attn.weight"])
-    report = verify(VerifyConfig(base=str(hub), merged=str(out), logits=False))
+    report = verify(VerifyConfig(base=str(hub), merged=str(out)))
     assert report["verdict"] == "EXACT" and report["tensors_touched"] == 7, report["failures"]
+    assert report["ok"] and "max_abs_diff" in report["behaviour"], report["warnings"]
 
 
 @pytest.mark.parametrize("bias", ["all", "lora_only"])

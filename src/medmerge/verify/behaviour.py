@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from medmerge.architectures import architecture_of
 from medmerge.errors import ModelError
 from medmerge.loading import load_causal_lm
 from medmerge.lora import (
@@ -28,6 +29,7 @@ from medmerge.lora import (
     apply_merged_delta,
     restore_weights,
 )
+from medmerge.lora.fit import place_adapter
 
 PROBE_LENGTH = 16
 GAP_FACTOR = 2.0
@@ -67,6 +69,9 @@ def compare_logits(
     del exported
     model = load_causal_lm(base, dtype=torch.float32).eval()
     names = dict(model.named_parameters())
+    shapes = {name: param.shape for name, param in names.items()}
+    for adapter in adapters:  # the loaded model's names (hub GPT-2 keys load as transformer.*)
+        place_adapter(adapter, shapes, architecture_of(model.config.to_dict()))
     unplaced = sorted(n for n in all_touched(adapters) if n not in names)
     if unplaced:  # e.g. per-expert MoE adapters on a model that loads its experts fused
         return {
