@@ -92,3 +92,8 @@ def test_format_and_half_width():
     assert stats.plus_minus(24.32, 1.5) == "24.32 ± 1.50"
     assert stats.accuracy_half_width(24) == pytest.approx(0.1857, abs=1e-3)
     assert stats.min_detectable_difference(0.01) == pytest.approx(0.028, abs=1e-3)
+
+
+def test_accuracy_difference_ci_stays_within_minus_one_and_one():
+    diff = stats.accuracy_difference([True, False, False], [False, True, True])
+    assert -1.0 <= diff.ci_low <= diff.ci_high <= 1.0

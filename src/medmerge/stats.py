@@ -211,8 +211,8 @@ def accuracy_difference(
         float(b.mean()) if n else 0.0,
         delta,
         stderr,
-        delta - half,
-        delta + half,
+        max(-1.0, delta - half),  # a difference of rates lies in [-1, 1]
+        min(1.0, delta + half),
         mcnemar_exact(a_correct, b_correct),
         "mcnemar_exact",
         min_detectable_difference(stderr, level),
