@@ -168,6 +168,8 @@ def test_per_expert_moe_adapter_merges_and_verifies(tmp_path, capsys):
     assert code == 0 and "Traceback" not in err and "EXACT" in err
     record = json.loads((out / "verify.json").read_text())
     assert record["verdict"] == "EXACT" and record["tensors_touched"] == 8
+    # the logits too: the per-expert deltas land on their slices of the fused experts
+    assert record["ok"] and record["behaviour"]["max_abs_diff"] <= record["behaviour"]["tolerance"]
 
 
 def test_target_parameters_is_refused_in_one_line(tmp_path, capsys):

@@ -209,15 +209,17 @@ def apply_merged_delta(
     method: str = "linear",
     params: MethodParams | None = None,
     round_to: torch.dtype | None = None,
+    views: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Add the merged delta to a loaded model's weights in place, exactly as the export does.
 
     `round_to` rounds each merged tensor to that dtype before it is stored in the parameter's
     own (an fp32 model holding exactly the weights of a bf16 merge); default: the parameter's.
+    `views` name tensors the model holds inside a fused parameter (one MoE expert's slice).
     Returns the original tensors; pass them to `restore_weights` to undo the change exactly.
     """
     plan = weights if isinstance(weights, WeightPlan) else WeightPlan(tuple(weights))
-    parameters = dict(model.named_parameters())
+    parameters = {**dict(model.named_parameters()), **(views or {})}
     originals: dict[str, torch.Tensor] = {}
     scratch = Scratch()
     for name in sorted(all_touched(adapters)):
@@ -237,8 +239,12 @@ def apply_merged_delta(
 
 
 @torch.no_grad()
-def restore_weights(model: torch.nn.Module, originals: dict[str, torch.Tensor]) -> None:
+def restore_weights(
+    model: torch.nn.Module,
+    originals: dict[str, torch.Tensor],
+    views: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Put back the tensors `apply_merged_delta` changed, bit for bit."""
-    parameters = dict(model.named_parameters())
+    parameters = {**dict(model.named_parameters()), **(views or {})}
     for name, tensor in originals.items():
         parameters[name].copy_(tensor)

@@ -13,6 +13,7 @@ counts only where the reference's top-2 margin exceeds the tolerance: a near-tie
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def compare_logits(
     shapes = {name: param.shape for name, param in names.items()}
     for adapter in adapters:  # the loaded model's names (hub GPT-2 keys load as transformer.*)
         place_adapter(adapter, shapes, architecture_of(model.config.to_dict()))
-    unplaced = sorted(n for n in all_touched(adapters) if n not in names)
+    views = fused_expert_views(names, [n for n in all_touched(adapters) if n not in names])
+    unplaced = sorted(n for n in all_touched(adapters) if n not in names and n not in views)
     if unplaced:  # e.g. per-expert MoE adapters on a model that loads its experts fused
         return {
             "skipped": f"the loaded model has no parameter {unplaced[0]!r} (and "
@@ -80,12 +82,39 @@ def compare_logits(
             "architecture in another layout (e.g. fused MoE experts); the tensor checks above "
             "still cover every merged tensor"
         }
-    originals = apply_merged_delta(model, adapters, plan, method, params)
+    originals = apply_merged_delta(model, adapters, plan, method, params, views=views)
     exact = model(ids).logits.double()
-    restore_weights(model, originals)
-    apply_merged_delta(model, adapters, plan, method, params, round_to=stored)
+    restore_weights(model, originals, views)
+    apply_merged_delta(model, adapters, plan, method, params, round_to=stored, views=views)
     rounded = model(ids).logits.double()
     return _judged(got, rounded, exact, stored)
+
+
+_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+
+
+def fused_expert_views(
+    parameters: dict[str, torch.Tensor], names: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Per-expert tensor name -> its slice of the fused parameter transformers 5 loads MoE
+    experts into: `experts.gate_up_proj[e]` holds gate_proj over up_proj, `experts.down_proj[e]`
+    the down_proj; what matches no fused parameter of that layout is left out."""
+    views = {}
+    for name in names:
+        match = _EXPERT.match(name)
+        if match is None:
+            continue
+        prefix, expert, module = match.group(1), int(match.group(2)), match.group(3)
+        fused_name = f"{prefix}.{'down_proj' if module == 'down_proj' else 'gate_up_proj'}"
+        fused = parameters.get(fused_name)
+        if fused is None or fused.dim() != 3 or expert >= fused.shape[0]:
+            continue
+        block = fused.detach()[expert]
+        if module != "down_proj":
+            half = block.shape[0] // 2
+            block = block[:half] if module == "gate_proj" else block[half:]
+        views[name] = block
+    return views
 
 
 def _judged(got, rounded, exact, stored: torch.dtype) -> dict[str, float | str]:
