@@ -114,3 +114,19 @@ def test_split_by_file_name_and_refused_when_empty(tmp_path):
     assert {i.question[:3] for i in select(items, "dev", None, None, 0, None)} == {"dev"}
     with pytest.raises(DataError, match="none of the 6 items"):
         select(items, "validation", None, None, 0, None)
+
+
+def test_limit_within_one_file_is_the_first_n_as_lm_eval(tmp_path):
+    rows = [
+        {
+            "question": f"q{i}",
+            "options": {"A": "a", "B": "b", "C": "c", "D": "d"},
+            "answer_idx": "A",
+            "meta_info": "step1" if i % 2 else "step2&3",
+        }
+        for i in range(8)
+    ]
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = load_mcq([str(path)])
+    assert [i.question for i in select(items, None, None, None, 0, 3)] == ["q0", "q1", "q2"]

@@ -151,7 +151,7 @@ class EvalCommon(PromptSettings):
     limit: int | None = Field(
         default=None,
         ge=1,
-        description="first N items only (smoke runs); eval mcq: the subjects take turns",
+        description="first N items only (smoke runs); eval mcq: the files of a folder take turns",
     )
 
     def model_spec(self) -> ModelSpec:

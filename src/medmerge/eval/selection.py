@@ -7,8 +7,9 @@ Applied in this order, each keeping file order:
 - ids_file: a JSON object keyed by id (PubMedQA's test_ground_truth.json), a JSON list of
   ids, or one id per line.
 - sample N with seed S: N items drawn without replacement by `random.Random(S)`.
-- limit N: stratified by subject: the subjects take turns in file order until N items are
-  chosen, so a CMMLU folder with --limit 50 scores every file, not only the first.
+- limit N: stratified by file (one subject per file in the MMLU / CMMLU layouts): the files
+  take turns until N items are chosen, so a CMMLU folder with --limit 50 scores every
+  subject, not only the first; within one file it is the first N, as lm-eval's --limit.
 """
 
 from __future__ import annotations
@@ -98,10 +99,10 @@ def sample(items: Sequence[McqItem], n: int, seed: int) -> list[McqItem]:
 
 
 def stratified_limit(items: Sequence[McqItem], n: int) -> list[McqItem]:
-    """At most n items, the subjects taking turns (file order within each), in file order."""
-    by_subject: dict[str, list[int]] = defaultdict(list)
+    """At most n items, the files (subjects) taking turns, file order within each."""
+    by_subject: dict[Path, list[int]] = defaultdict(list)
     for index, item in enumerate(items):
-        by_subject[item.subject].append(index)
+        by_subject[_file_of(item)].append(index)
     chosen: set[int] = set()
     for depth in range(max(map(len, by_subject.values()), default=0)):
         for queue in by_subject.values():
