@@ -50,3 +50,10 @@ def test_seed_spread_is_recomputed_from_each_seeds_predictions(tiny_base, repo, 
 def test_seeds_refused_for_greedy_decoding(tiny_base, repo, tmp_path):
     with pytest.raises(ValidationError, match="greedy"):
         _config(tiny_base, repo, tmp_path / "a", 2, preset="A")
+
+
+def test_a_partial_decoding_keeps_preset_b():
+    common = {"model": "m", "data": "d", "out": "o"}
+    assert GenEvalConfig(**common, decoding={"max_new_tokens": 8}).decoding.preset == "B"
+    assert GenEvalConfig(**common, decoding={"preset": "A"}).decoding.preset == "A"
+    assert GenEvalConfig(**common).decoding.preset == "B"

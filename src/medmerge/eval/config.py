@@ -189,6 +189,14 @@ class GenEvalConfig(EvalCommon):
         "the spread over seeds apart from the CI over items",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_b_unless_named(cls, values: object) -> object:
+        """A decoding given in part (`--max-new-tokens 64`) keeps this command's preset B."""
+        if isinstance(values, dict) and isinstance(values.get("decoding"), dict):
+            values = {**values, "decoding": {"preset": "B", **values["decoding"]}}
+        return values
+
     @model_validator(mode="after")
     def _seeds_need_sampling(self) -> GenEvalConfig:
         if self.seeds > 1 and not self.decoding.resolved()["do_sample"]:
