@@ -1,6 +1,6 @@
 """The two interventions of `medmerge mechanism`, each next to random controls of its size.
 
-Both run under the merged weights (the caller holds `backend.merged`) and compare per item
+Both run under the merged weights (the caller holds `merged`) and compare per item
 with the unchanged model by exact McNemar:
 - suppression: the leak rate of greedy outputs with the top-k merged − SFT shift directions
   projected out of the chosen layers, vs `controls` random k-dimensional subspaces;
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from medmerge.data.templates import get_template
+from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.generation import generate_answers
 from medmerge.eval.leakage import item_leakage
 from medmerge.eval.mcq import FORMATS, McqTask, score_loglik
@@ -65,7 +66,7 @@ def _controls_summary(controls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def suppression_rows(
-    backend: Any,
+    hf: HFBackend,
     cfg: MechanismConfig,
     items: list,
     states: dict[str, torch.Tensor],
@@ -84,9 +85,9 @@ def suppression_rows(
     }
 
     def leak_rate_under(bases: dict[int, torch.Tensor] | None) -> list[bool]:
-        block = suppress_subspace(backend.model, bases) if bases else contextlib.nullcontext()
+        block = suppress_subspace(hf.model, bases) if bases else contextlib.nullcontext()
         with block:
-            rows = generate_answers(items, backend, *gen)
+            rows = generate_answers(items, hf, *gen)
         bar.advance(1)
         return leaks(rows)
 
@@ -120,24 +121,24 @@ def suppression_rows(
 
 
 @torch.no_grad()
-def final_states(backend: Any, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+def final_states(hf: HFBackend, texts: Sequence[str], batch_size: int) -> torch.Tensor:
     """[len(texts), hidden]: the output layer's input at each text's last token."""
     captured: list[torch.Tensor] = []
 
     def hook(_module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
         captured.append(inputs[0][:, -1].double().cpu())
 
-    handle = backend.model.get_output_embeddings().register_forward_pre_hook(hook)
+    handle = hf.model.get_output_embeddings().register_forward_pre_hook(hook)
     try:
         from medmerge.mechanism.representations import last_token_states
 
-        last_token_states(backend.model, backend.tokenizer, texts, batch_size)
+        last_token_states(hf.model, hf.tokenizer, texts, batch_size)
     finally:
         handle.remove()
     return torch.cat(captured)
 
 
-def correctness_direction(backend: Any, task: McqTask, items: list, batch: int) -> torch.Tensor:
+def correctness_direction(hf: HFBackend, task: McqTask, items: list, batch: int) -> torch.Tensor:
     """mean final state after a right option − after a wrong one, scaled to the states' mean
     norm (so gamma counts in units of a typical final state)."""
     texts, right = [], []
@@ -146,32 +147,32 @@ def correctness_direction(backend: Any, task: McqTask, items: list, batch: int) 
         for index, continuation in enumerate(task.continuations(item)):
             texts.append(context + continuation)
             right.append(index in item.answers)
-    states = final_states(backend, texts, batch)
+    states = final_states(hf, texts, batch)
     mask = torch.tensor(right)
     direction = mean_difference(states[mask], states[~mask])
     return direction / direction.norm() * states.norm(dim=1).mean()
 
 
-def _hits(backend: Any, task: McqTask, items: list, shift: tuple[torch.Tensor, float] | None):
-    block = shift_final_state(backend.model, *shift) if shift else contextlib.nullcontext()
+def _hits(hf: HFBackend, task: McqTask, items: list, shift: tuple[torch.Tensor, float] | None):
+    block = shift_final_state(hf.model, *shift) if shift else contextlib.nullcontext()
     with block:
-        records = score_loglik(task, items, [[] for _ in items], backend)
+        records = score_loglik(task, items, [[] for _ in items], hf)
     return [bool(r["correct"]) for r in records]
 
 
-def logit_shift_rows(backend: Any, cfg: MechanismConfig, loaded: Any, bar: Any) -> dict[str, Any]:
+def logit_shift_rows(hf: HFBackend, cfg: MechanismConfig, loaded: Any, bar: Any) -> dict[str, Any]:
     spec = cfg.logit_shift
     template = get_template(cfg.template.template)
     task = McqTask(
         FORMATS[loaded.language],
         template,
-        backend.tokenizer,
+        hf.tokenizer,
         cfg.template.enable_thinking,
         continuation=spec.continuation,
     )
     items = loaded.items
     folds = [items[0::2], items[1::2]]
-    directions = [correctness_direction(backend, task, f, cfg.batch_size) for f in folds]
+    directions = [correctness_direction(hf, task, f, cfg.batch_size) for f in folds]
     bar.advance(1)
     hidden = directions[0].shape[0]
 
@@ -180,7 +181,7 @@ def logit_shift_rows(backend: Any, cfg: MechanismConfig, loaded: Any, bar: Any) 
         out: list[bool] = []
         for fold, direction in zip(folds, direction_of, strict=True):
             shift = (direction, gamma * float(direction.norm())) if gamma else None
-            out += _hits(backend, task, fold, shift)
+            out += _hits(hf, task, fold, shift)
         bar.advance(1)
         return out
 

@@ -1,13 +1,13 @@
 """`medmerge mechanism`: where the merged model's states part from the SFT-only model's, whether
 they predict a leaking output, and whether acting on them changes behaviour beyond chance.
 
-One base load: base, SFT-only (0, 1), PT-only (1, 0) and the merge (w_pt, w_sft) are switched
-in memory (`backend.merged`). Per decoder layer (0-based, its output at the last prompt token): linear CKA between the
-models, PCA of merged − SFT,
-and a cross-validated probe predicting from the merged model's prompt state whether its
-greedy output leaks (a think tag or a reasoning marker), next to a shuffled-label control
-and tested against it by exact McNemar, Holm-adjusted over the layers. Interventions follow
-(intervene.py). Everything is written to `out`: mechanism.json, layers.csv, plots.
+One base load: base, SFT-only (0, 1), PT-only (1, 0) and the merge (w_pt, w_sft) are
+switched in memory (`merged`) on the transformers backend, whose model the hooks attach to.
+Per decoder layer (0-based, its output at the last prompt token): linear CKA between the
+models, PCA of merged − SFT, and a cross-validated probe predicting from the merged model's
+prompt state whether its greedy output leaks (a think tag or a reasoning marker), next to a
+shuffled-label control and tested against it by exact McNemar, Holm-adjusted over the
+layers. Interventions follow (intervene.py). Everything is written to `out`: mechanism.json, layers.csv, plots.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from medmerge.artifacts import atomic_write_json, staged_output
 from medmerge.data.templates import get_template
-from medmerge.eval.backends import load_backend
+from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.config import ModelSpec
 from medmerge.eval.generation import generate_answers
 from medmerge.lora import check_shapes, load_adapter
@@ -44,9 +44,9 @@ def model_plans(weights: list[float]) -> dict[str, tuple[float, float] | None]:
     return {"base": None, "sft": (0.0, 1.0), "pt": (1.0, 0.0), "merged": tuple(weights)}
 
 
-def weights_of(backend: Any, plan: tuple[float, float] | None) -> Any:
+def weights_of(hf: HFBackend, plan: tuple[float, float] | None) -> Any:
     """The block in which the backend serves `plan` (None: the base as loaded)."""
-    return contextlib.nullcontext() if plan is None else backend.merged(plan)
+    return contextlib.nullcontext() if plan is None else hf.merged(plan)
 
 
 def probe_rows(states: torch.Tensor, labels: list[int], cfg: MechanismConfig) -> list[dict]:
@@ -117,23 +117,21 @@ def step_count(cfg: MechanismConfig) -> int:
     return steps
 
 
-def measure(cfg: MechanismConfig, backend: Any, bar: Any) -> dict[str, Any]:
+def measure(cfg: MechanismConfig, hf: HFBackend, bar: Any) -> dict[str, Any]:
     loaded = load_gen_suite(cfg.prompts)
     template = get_template(cfg.template.template)
     thinking = cfg.template.enable_thinking
-    prompts = [
-        template.render_prompt(backend.tokenizer, i.messages, thinking) for i in loaded.items
-    ]
+    prompts = [template.render_prompt(hf.tokenizer, i.messages, thinking) for i in loaded.items]
     plans = model_plans(cfg.weights)
     states = {}
     for name in MODELS:
-        with weights_of(backend, plans[name]):
-            every = last_token_states(backend.model, backend.tokenizer, prompts, cfg.batch_size)
+        with weights_of(hf, plans[name]):
+            every = last_token_states(hf.model, hf.tokenizer, prompts, cfg.batch_size)
         states[name] = every[1:]  # decoder layers only: [l] is decoder layer l's output
         bar.advance(1)
     decoding = cfg.decoding.resolved()
-    with backend.merged(plans["merged"]):
-        rows = generate_answers(loaded.items, backend, template, thinking, decoding)
+    with hf.merged(plans["merged"]):
+        rows = generate_answers(loaded.items, hf, template, thinking, decoding)
     bar.advance(1)
     labels = leak_labels(rows)
     probes = probe_rows(states["merged"], labels, cfg)
@@ -151,13 +149,13 @@ def measure(cfg: MechanismConfig, backend: Any, bar: Any) -> dict[str, Any]:
         ),
     }
     if cfg.suppression:
-        with backend.merged(plans["merged"]):
+        with hf.merged(plans["merged"]):
             result["suppression"] = suppression_rows(
-                backend, cfg, loaded.items, states, (template, thinking, decoding), bar
+                hf, cfg, loaded.items, states, (template, thinking, decoding), bar
             )
     if cfg.logit_shift and cfg.mcq:
-        with backend.merged(plans["merged"]):
-            result["logit_shift"] = logit_shift_rows(backend, cfg, load_mcq_suite(cfg.mcq), bar)
+        with hf.merged(plans["merged"]):
+            result["logit_shift"] = logit_shift_rows(hf, cfg, load_mcq_suite(cfg.mcq), bar)
     return result
 
 
@@ -180,11 +178,11 @@ def run_mechanism(cfg: MechanismConfig) -> int:
     from medmerge.checkpoints import Checkpoint
 
     check_shapes(adapters, Checkpoint(cfg.base))
-    backend = load_backend(ModelSpec(base=cfg.base), cfg, adapters)
+    hf = HFBackend.from_engine(ModelSpec(base=cfg.base), cfg, adapters)  # hooks need its model
     inputs = [cfg.base, *(a.path for a in cfg.adapters), cfg.prompts.data]
     inputs += list(cfg.mcq.data) if cfg.mcq else []
     with progress_bar(step_count(cfg), "mechanism", enabled=cfg.progress) as bar:
-        result = measure(cfg, backend, bar)
+        result = measure(cfg, hf, bar)
     summary = conflict_summary(result["layers"])
     with staged_output(cfg.out, cfg.force, inputs=inputs, stage="mechanism") as folder:
         write_layers_csv(folder / "layers.csv", result["layers"])
