@@ -53,11 +53,13 @@ class SamplingParams:
         max_tokens: int | None = 16,
         prompt_logprobs: int | None = None,
         logit_bias: dict[int, float] | None = None,
+        bad_words: list[str] | None = None,
     ) -> None:
         self.n, self.temperature, self.top_p, self.top_k = n, temperature, top_p, top_k
         self.seed, self.stop_token_ids, self.ignore_eos = seed, stop_token_ids or [], ignore_eos
         self.max_tokens, self.prompt_logprobs = max_tokens, prompt_logprobs
         self.logit_bias = logit_bias or {}
+        self.bad_words = bad_words or []
 
 
 @dataclass
@@ -166,6 +168,16 @@ class LLM:
         rank = int((row > row[token]).sum()) + 1
         return {**entries, token: Logprob(float(row[token]), rank=rank)}
 
+    def _banned(self, params: SamplingParams, tokens: list[int]) -> list[int]:
+        """vLLM's bad_words: a word's last token, where the tokens before it were just made."""
+        banned = []
+        for word in params.bad_words:
+            ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+            prefix = ids[:-1]
+            if not prefix or tokens[-len(prefix) :] == prefix:
+                banned.append(ids[-1])
+        return banned
+
     def _complete(self, model: Any, ids: list[int], params: SamplingParams) -> CompletionOutput:
         stops = set(params.stop_token_ids) | (set() if params.ignore_eos else {self.eos_token_id})
         generator = torch.Generator().manual_seed(params.seed or 0)
@@ -175,6 +187,8 @@ class LLM:
             logits = model(input_ids=torch.tensor([ids + out])).logits[0, -1].clone()
             for token, bias in params.logit_bias.items():
                 logits[token] += bias
+            for banned in self._banned(params, ids + out):
+                logits[banned] = float("-inf")
             if params.temperature == 0:
                 token = int(logits.argmax())
             else:

@@ -38,6 +38,10 @@ class Decoding(StageConfig):
     )
     max_new_tokens: int = Field(default=256, ge=1, description="longest answer in tokens")
     seed: int = Field(default=0, description="sampling seed")
+    answer_only: bool = Field(
+        default=False,
+        description="forbid the think tags and reasoning markers: decode the answer alone",
+    )
 
     def resolved(self) -> dict[str, float | int | bool]:
         values = dict(DECODING_PRESETS[self.preset])
@@ -50,6 +54,8 @@ class Decoding(StageConfig):
             values["top_k"] = self.top_k
         values["max_new_tokens"] = self.max_new_tokens
         values["seed"] = self.seed
+        if self.answer_only:
+            values["answer_only"] = True
         return values
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from medmerge.errors import ConfigError, MergeError
+from medmerge.eval.answer_only import forbidden_sequences
 from medmerge.eval.backends.base import (
     Generation,
     LoglikRequest,
@@ -314,6 +315,8 @@ class HFBackend:
             if sampling
             else {}
         )
+        if decoding.get("answer_only"):
+            extra["bad_words_ids"] = forbidden_sequences(self.tokenizer)
         out = self.model.generate(
             **enc.to(self.device),
             max_new_tokens=int(decoding["max_new_tokens"]),

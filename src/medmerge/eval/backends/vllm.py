@@ -181,6 +181,10 @@ def sampling_arguments(
         # HFBackend stops at stop_ids only; vLLM would also stop at the model's EOS.
         "ignore_eos": True,
     }
+    if decoding.get("answer_only"):
+        from medmerge.eval.answer_only import forbidden_spellings
+
+        arguments["bad_words"] = forbidden_spellings()
     if sampling:
         arguments.update(
             top_p=float(decoding["top_p"]),
