@@ -68,7 +68,12 @@ def intended_delta(
     tensor_weights = plan.for_tensor(name)
     params = params or MethodParams()
     # Each tensor gets its own reproducible random stream for dare, whatever the order.
-    params = MethodParams(density=params.density, seed=params.seed ^ zlib.crc32(name.encode()))
+    params = MethodParams(
+        density=params.density,
+        seed=params.seed ^ zlib.crc32(name.encode()),
+        owners=tuple(index for index, _ in found),
+        adapters=len(adapters),
+    )
     deltas = [delta for _, delta in found]
     chosen = [tensor_weights[index] for index, _ in found]
     return get_method(method)(deltas, chosen, params)

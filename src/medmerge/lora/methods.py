@@ -26,6 +26,9 @@ class MethodParams:
     seed: int = (
         0  # dare's random drop mask; combined with the tensor's position for reproducibility
     )
+    owners: tuple[int, ...] = ()  # the adapter index of each delta of this tensor
+    adapters: int = 0  # how many adapters the merge has (the last one is protected by
+    # subspace_orthogonal)
 
 
 Combine = Callable[[list[torch.Tensor], list[float], MethodParams], torch.Tensor]
@@ -91,6 +94,32 @@ def dare_ties(
     return _sign_elect(_dare(deltas, params), weights, normalise=False)
 
 
+def subspace_orthogonal(
+    deltas: list[torch.Tensor], weights: list[float], params: MethodParams
+) -> torch.Tensor:
+    """Geometry-aware merge: before adding, every other adapter's delta loses its component in
+    the column space of the last adapter's delta (in medmerge's PT, SFT order: the SFT delta's
+    output subspace is left to SFT alone):
+
+        d_i' = (I - U Uᵀ) d_i,   U = left singular vectors of d_last with σ > σ_1 · max(m, n) · ε
+        W' = W + w_last d_last + sum_{i != last} w_i d_i'
+
+    d_i' = (B_i - U (Uᵀ B_i)) A_i keeps adapter i's rank. Where the last adapter does not touch
+    the tensor, or the tensor is not a matrix, it is the linear merge."""
+    protected = params.adapters - 1
+    if protected not in params.owners or deltas[0].dim() != 2:
+        return linear(deltas, weights, params)
+    last = deltas[params.owners.index(protected)].double()
+    u, sigma, _ = torch.linalg.svd(last, full_matrices=False)
+    keep = sigma > sigma[0] * max(last.shape) * torch.finfo(torch.float64).eps
+    basis = u[:, keep]
+    projected = [
+        d if owner == protected else d - (basis @ (basis.T @ d.double())).to(d.dtype)
+        for d, owner in zip(deltas, params.owners, strict=True)
+    ]
+    return linear(projected, weights, params)
+
+
 def keep_largest(delta: torch.Tensor, density: float) -> torch.Tensor:
     """Zero all but the k = max(1, floor(density * n)) entries of largest magnitude (mergekit's
     `magnitude` sparsification: exactly k kept, ties broken by a stable sort)."""
@@ -145,6 +174,7 @@ METHODS: dict[str, MergeMethod] = {
         MergeMethod("dare_linear", dare_linear, parameters=("density", "seed")),
         MergeMethod("dare_ties", dare_ties, parameters=("density", "seed")),
         MergeMethod("magnitude_prune", magnitude_prune, parameters=("density",)),
+        MergeMethod("subspace_orthogonal", subspace_orthogonal),
     )
 }
 
