@@ -73,6 +73,7 @@ def test_whole_pipeline_writes_report(tmp_path, repo, capsys):
     assert pipeline.run_pipeline(cfg) == 0
     html = (tmp_path / "run/report/report.html").read_text()
     assert "data:image/png;base64," in html and "Consistency" in html
+    assert "Mechanism: where the merge parts from the SFT-only model" in html
     capsys.readouterr()
     sft.write_text(sft.read_text("utf-8").replace("。", "!", 1), "utf-8")
     assert pipeline.run_pipeline(cfg) == 0  # the real stages replace their own earlier output
@@ -136,14 +137,14 @@ def test_edited_data_reruns_exactly_what_depends_on_it(tmp_path, repo, monkeypat
 
     sft.write_text(sft.read_text("utf-8").replace("。", "!", 1), "utf-8")  # same path
     assert _stages_run(cfg, calls) == [
-        *("sft", "merge", "verify", "eval", "sweep", "audit", "diagnose", "report")
+        *("sft", "merge", "verify", "eval", "sweep", "audit", "diagnose", "mechanism", "report")
     ]
     assert _stages_run(cfg, calls) == []
 
     data = json.loads(mcq.read_text("utf-8"))
     data["exams"]["Cuaderno_2015_1_B"]["data"][0]["qtext"] += " (edited)"
     mcq.write_text(json.dumps(data), "utf-8")
-    assert _stages_run(cfg, calls) == ["eval", "sweep", "audit", "report"]
+    assert _stages_run(cfg, calls) == ["eval", "sweep", "audit", "mechanism", "report"]
 
 
 @pytest.mark.parametrize("manifest_stage", [None, "merge"])

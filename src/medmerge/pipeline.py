@@ -1,5 +1,5 @@
 """`medmerge run PIPELINE.yaml`: base -> PT -> SFT -> merge -> verify -> eval -> sweep ->
-audit -> diagnose -> report, each stage skipped when its record shows the same inputs.
+audit -> diagnose -> mechanism -> report, each stage skipped when its record shows the same inputs.
 
 A stage's record (`<out>/.pipeline/<stage>.json`) holds its resolved config, the manifest
 hashes of the artifacts it read and the content hashes of the data files it read; when all
@@ -31,6 +31,8 @@ from medmerge.eval.backends import Backend
 from medmerge.eval.config import EngineSettings
 from medmerge.eval.stage import EvalStageConfig, run_eval_stage
 from medmerge.manifest import MANIFEST_NAME, sha256_file, sha256_json
+from medmerge.mechanism.config import MechanismConfig
+from medmerge.mechanism.run import run_mechanism
 from medmerge.merge import MergeConfig, run_merge
 from medmerge.paths import sample_data_dir
 from medmerge.report.build import ReportConfig, build_report
@@ -43,7 +45,10 @@ from medmerge.train import TrainConfig, train
 from medmerge.train.checkpoint import partial_dir
 from medmerge.verify import VerifyConfig, run_verify
 
-STAGES = ("base", "pt", "sft", "merge", "verify", "eval", "sweep", "audit", "diagnose", "report")
+STAGES = (
+    *("base", "pt", "sft", "merge", "verify", "eval", "sweep", "audit", "diagnose", "mechanism"),
+    "report",
+)
 _RUN_ONLY_KEYS = ("force", "progress")  # how a stage ran, not what it made
 # The manifest `stage` (and train_stage) of the folder each stage writes; verify writes into
 # the merge's folder. A folder there with another manifest, or none, is the user's.
@@ -56,6 +61,7 @@ _MADE_BY = {
     "eval": ("eval", None),
     "audit": ("audit-leakage", None),
     "diagnose": ("diagnose", None),
+    "mechanism": ("mechanism", None),
     "report": ("report", None),
 }
 # What `medmerge base build` reads of its data folder (base/corpus.py).
@@ -238,6 +244,7 @@ RUNNERS: dict[str, Callable[[Any], object]] = {
     "sweep": run_sweep,
     "audit": run_audit,
     "diagnose": run_diagnose,
+    "mechanism": run_mechanism,
     "report": build_report,
 }
 
@@ -309,6 +316,7 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
         out=d["diagnose"],
         **_engine_of(sweep),
     )
+    mechanism = _mechanism_config(cfg, sweep, labelled, d)
     report = ReportConfig(run_dir=str(layout.root), out=d["report"])
     suites = sweep.data_files()
     stages = [
@@ -327,6 +335,20 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
             Path(d["diagnose"]),
             ["base", "pt", "sft"],
             ablation.suite.files() if ablation else [],
+        ),
+        *(
+            [
+                Stage(
+                    "mechanism",
+                    mechanism,
+                    RUNNERS["mechanism"],
+                    Path(d["mechanism"]),
+                    ["base", "pt", "sft"],
+                    mechanism.prompts.files() + (mechanism.mcq.files() if mechanism.mcq else []),
+                )
+            ]
+            if mechanism
+            else []
         ),
         # the report reads every stage's folder
         Stage("report", report, RUNNERS["report"], layout.report_html, [*STAGES[:-1]]),
@@ -352,6 +374,26 @@ def _external_inputs(cfg: PipelineConfig, stages: dict[str, Stage]) -> list[str]
     return list(dict.fromkeys([*files, *(f for s in stages.values() for f in s.data)]))
 
 
+def _mechanism_config(
+    cfg: PipelineConfig, sweep: SweepConfig, labelled: list[dict], d: dict[str, str]
+) -> MechanismConfig | None:
+    """The mechanism stage on the sweep's first suites and template, on the transformers
+    backend whatever the sweep's (its hooks need the model); None without a generation suite."""
+    if not sweep.suites.gen:
+        return None
+    return MechanismConfig(
+        base=d["base"],
+        adapters=labelled,
+        weights=[cfg.weights["pt"], cfg.weights["sft"]],
+        prompts=sweep.suites.gen[0],
+        mcq=sweep.suites.mcq[0] if sweep.suites.mcq else None,
+        template=sweep.templates[0],
+        decoding=next(iter(sweep.decodings.values())),
+        device=sweep.device,
+        out=d["mechanism"],
+    )
+
+
 def _engine_of(sweep: SweepConfig) -> dict[str, Any]:
     """The sweep's engine (backend, device, vLLM settings) for the diagnose stage's ablation;
     diagnose keeps its own dtype and batch size."""
@@ -363,7 +405,7 @@ def run_pipeline(cfg: PipelineConfig) -> int:
     started = time.perf_counter()
     stages = plan_stages(cfg)
     inputs = _external_inputs(cfg, stages)
-    chosen = [stages[name] for name in STAGES if name in cfg.stages]
+    chosen = [stages[name] for name in STAGES if name in cfg.stages and name in stages]
     for stage in chosen:  # all refused before any stage runs, and each again just before it
         _refuse_foreign(stage, inputs)
     records = RunLayout.of(cfg.out).records

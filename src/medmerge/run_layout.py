@@ -21,6 +21,7 @@ STAGE_FOLDERS = {
     "sweep": "sweep",
     "audit": "audit",
     "diagnose": "diagnostics",
+    "mechanism": "mechanism",
     "report": "report",
 }
 RECORDS = ".pipeline"  # the pipeline's per-stage records (resolved config and input hashes)

@@ -294,6 +294,29 @@ def _diagnostics(doc: Doc, run: RunLayout) -> None:
     )
 
 
+def _mechanism(doc: Doc, run: RunLayout) -> None:
+    folder = run.folder("mechanism")
+    result = _json(folder / "mechanism.json")
+    if not result:
+        return
+    doc.h2("Mechanism: where the merge parts from the SFT-only model")
+    doc.p(
+        "How to read this: CKA 1 means the merged model's states at a layer are the SFT-only "
+        "model's up to rotation; a probe counts only where it beats its shuffled-label control "
+        "(Holm-adjusted exact McNemar); an intervention counts only where it moves the rate and "
+        "random directions of the same size do not. " + result["summary"]
+    )
+    doc.image(folder / "layers.png", "CKA, PCA of the merged − SFT shift, leak probes")
+    if result.get("probes_skipped"):
+        doc.p(result["probes_skipped"])
+    if (folder / "interventions.png").exists():
+        doc.image(folder / "interventions.png", "interventions vs random controls (95 % CIs)")
+    lines = result.get("suppression", {}).get("lines", [])
+    lines += result.get("logit_shift", {}).get("lines", [])
+    for line in lines:
+        doc.p(line)
+
+
 SECTIONS = (
     _headline,
     _inputs,
@@ -303,6 +326,7 @@ SECTIONS = (
     _sweep,
     _audit,
     _diagnostics,
+    _mechanism,
     _configs,
 )
 
