@@ -97,3 +97,14 @@ def test_headline_says_the_paired_verdict_and_power(tmp_path):
     assert build_report(ReportConfig(run_dir=str(run))) == 0
     headline = (run / "report" / "report.md").read_text().split("## At a glance")[1]
     assert verdict in headline and "±3.10" in headline
+
+
+def test_the_appendix_lists_finished_stage_records_not_a_running_stages_pending_one(tmp_path):
+    run = tmp_path / "run"
+    (run / ".pipeline").mkdir(parents=True)
+    (run / "sft").mkdir()
+    (run / ".pipeline" / "sft.json").write_text(json.dumps({"config": {"lr": 1}}))
+    (run / ".pipeline" / "report.pending.json").write_text(json.dumps({"config": {}}))
+    assert build_report(ReportConfig(run_dir=str(run))) == 0
+    md = (run / "report" / "report.md").read_text()
+    assert "config of stage sft" in md and "pending" not in md

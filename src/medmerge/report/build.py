@@ -112,7 +112,8 @@ def _inputs(doc: Doc, run: RunLayout) -> None:
 
 
 def _configs(doc: Doc, run: RunLayout) -> None:
-    records = sorted(run.records.glob("*.json"))
+    # a stage's `.pending.json` is its record while it runs (the report's own, here)
+    records = sorted(r for r in run.records.glob("*.json") if not r.name.endswith(".pending.json"))
     if records:
         doc.h2("Appendix: resolved configs of every stage")
     for record in records:
@@ -304,7 +305,9 @@ def _mechanism(doc: Doc, run: RunLayout) -> None:
         "How to read this: CKA 1 means the merged model's states at a layer are the SFT-only "
         "model's up to rotation; a probe counts only where it beats its shuffled-label control "
         "(Holm-adjusted exact McNemar); an intervention counts only where it moves the rate and "
-        "random directions of the same size do not. " + result["summary"]
+        "random directions of the same size do not. "
+        + result["summary"][:1].upper()
+        + result["summary"][1:]
     )
     doc.image(folder / "layers.png", "CKA, PCA of the merged − SFT shift, leak probes")
     if result.get("probes_skipped"):
