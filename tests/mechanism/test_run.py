@@ -7,6 +7,7 @@ import json
 import pytest
 
 from helpers.factories import make_adapter, medmerge_manifest
+from medmerge.errors import ConfigError
 from medmerge.mechanism.config import MechanismConfig
 from medmerge.mechanism.run import run_mechanism
 
@@ -83,6 +84,10 @@ def test_mechanism_refuses_vllm_and_a_bad_layer_range(tiny_base, pair, repo, tmp
         config(tiny_base, pair, repo, tmp_path, backend="vllm")
     with pytest.raises(ValueError, match=r"\[first, last\]"):
         config(tiny_base, pair, repo, tmp_path, suppression={"layers": [1, 0]})
+    beyond = config(tiny_base, pair, repo, tmp_path, suppression={"layers": [0, 2]}, mcq=None)
+    with pytest.raises(ConfigError, match=r"the model has 2 layers \(0\.\.1\)"):
+        run_mechanism(beyond)
+    assert not (tmp_path / "mech").exists()
 
 
 def test_the_cli_refuses_vllm_in_one_line_and_writes_nothing(tiny_base, pair, tmp_path):

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from medmerge.data.templates import get_template
+from medmerge.errors import ConfigError
 from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.generation import generate_answers
 from medmerge.eval.leakage import item_leakage
@@ -32,6 +33,16 @@ from medmerge.mechanism.interventions import (
 )
 from medmerge.mechanism.representations import shift_pca
 from medmerge.stats import mcnemar_exact, proportion
+
+
+def check_layer_range(cfg: MechanismConfig, n_layers: int) -> None:
+    """Refuse a suppression range outside the model before any work is done."""
+    layers = cfg.suppression.layers if cfg.suppression else None
+    if layers and layers[1] >= n_layers:
+        raise ConfigError(
+            f"suppression.layers {layers[0]}..{layers[1]}: the model has {n_layers} layers "
+            f"(0..{n_layers - 1}); give a range inside it"
+        )
 
 
 def compare_to(baseline: Sequence[bool], changed: Sequence[bool]) -> dict[str, Any]:
@@ -76,8 +87,6 @@ def suppression_rows(
     spec = cfg.suppression
     n_layers = states["merged"].shape[0]
     first, last = spec.layers or (n_layers // 2, n_layers - 1)
-    if last >= n_layers:
-        raise ValueError(f"suppression.layers {first}..{last}: the model has {n_layers} layers")
     hidden = states["merged"].shape[-1]
     found = {
         layer: shift_pca(states["merged"][layer], states["sft"][layer], spec.k).directions

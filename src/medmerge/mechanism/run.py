@@ -28,7 +28,13 @@ from medmerge.eval.generation import generate_answers
 from medmerge.lora import check_shapes, load_adapter
 from medmerge.manifest import write_manifest
 from medmerge.mechanism.config import MechanismConfig
-from medmerge.mechanism.intervene import leak_labels, logit_shift_rows, suppression_rows
+from medmerge.mechanism.intervene import (
+    check_layer_range,
+    leak_labels,
+    logit_shift_rows,
+    suppression_rows,
+)
+from medmerge.mechanism.interventions import decoder_layers
 from medmerge.mechanism.plots import plot_interventions, plot_layers
 from medmerge.mechanism.probes import probe_accuracy, shuffled
 from medmerge.mechanism.representations import cka_per_layer, last_token_states, shift_pca
@@ -118,6 +124,7 @@ def step_count(cfg: MechanismConfig) -> int:
 
 
 def measure(cfg: MechanismConfig, hf: HFBackend, bar: Any) -> dict[str, Any]:
+    check_layer_range(cfg, len(decoder_layers(hf.model)))
     loaded = load_gen_suite(cfg.prompts)
     template = get_template(cfg.template.template)
     thinking = cfg.template.enable_thinking
