@@ -31,7 +31,7 @@ from medmerge.mechanism.interventions import (
     shift_final_state,
     suppress_subspace,
 )
-from medmerge.mechanism.representations import shift_pca
+from medmerge.mechanism.representations import last_token_states, shift_pca
 from medmerge.stats import mcnemar_exact, proportion
 
 
@@ -56,14 +56,10 @@ def compare_to(baseline: Sequence[bool], changed: Sequence[bool]) -> dict[str, A
     }
 
 
-def leak_labels(rows: list[dict[str, Any]]) -> list[int]:
-    """1 where a generated output has a think tag or a reasoning marker, else 0."""
-    leaks = [item_leakage(r["prediction"]) for r in rows]
-    return [int(bool(x["has_think_tag"] or x["has_marker"])) for x in leaks]
-
-
 def leaks(rows: list[dict[str, Any]]) -> list[bool]:
-    return [bool(x) for x in leak_labels(rows)]
+    """Per generated output: does it have a think tag or a reasoning marker?"""
+    found = [item_leakage(r["prediction"]) for r in rows]
+    return [bool(x["has_think_tag"] or x["has_marker"]) for x in found]
 
 
 def _controls_summary(controls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -82,8 +78,10 @@ def suppression_rows(
     items: list,
     states: dict[str, torch.Tensor],
     gen: tuple,
+    baseline: list[bool],
     bar: Any,
 ) -> dict[str, Any]:
+    """`baseline`: the unchanged merged model's leaks on `items` (already generated)."""
     spec = cfg.suppression
     n_layers = states["merged"].shape[0]
     first, last = spec.layers or (n_layers // 2, n_layers - 1)
@@ -93,14 +91,12 @@ def suppression_rows(
         for layer in range(first, last + 1)
     }
 
-    def leak_rate_under(bases: dict[int, torch.Tensor] | None) -> list[bool]:
-        block = suppress_subspace(hf.model, bases) if bases else contextlib.nullcontext()
-        with block:
+    def leak_rate_under(bases: dict[int, torch.Tensor]) -> list[bool]:
+        with suppress_subspace(hf.model, bases):
             rows = generate_answers(items, hf, *gen)
         bar.advance(1)
         return leaks(rows)
 
-    baseline = leak_rate_under(None)
     suppressed = compare_to(baseline, leak_rate_under(found))
     controls = []
     for c in range(spec.controls):
@@ -139,8 +135,6 @@ def final_states(hf: HFBackend, texts: Sequence[str], batch_size: int) -> torch.
 
     handle = hf.model.get_output_embeddings().register_forward_pre_hook(hook)
     try:
-        from medmerge.mechanism.representations import last_token_states
-
         last_token_states(hf.model, hf.tokenizer, texts, batch_size)
     finally:
         handle.remove()

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from medmerge.artifacts import atomic_write_json, staged_output
+from medmerge.checkpoints import Checkpoint
 from medmerge.data.templates import get_template
 from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.config import ModelSpec
@@ -30,7 +31,7 @@ from medmerge.manifest import write_manifest
 from medmerge.mechanism.config import MechanismConfig
 from medmerge.mechanism.intervene import (
     check_layer_range,
-    leak_labels,
+    leaks,
     logit_shift_rows,
     suppression_rows,
 )
@@ -117,7 +118,7 @@ def step_count(cfg: MechanismConfig) -> int:
     """Steps of the progress bar: model states, the merged outputs, each intervention run."""
     steps = len(MODELS) + 1
     if cfg.suppression:
-        steps += 2 + cfg.suppression.controls
+        steps += 1 + cfg.suppression.controls
     if cfg.logit_shift and cfg.mcq:
         steps += 2 + len(cfg.logit_shift.gammas) * (1 + cfg.logit_shift.controls)
     return steps
@@ -140,7 +141,8 @@ def measure(cfg: MechanismConfig, hf: HFBackend, bar: Any) -> dict[str, Any]:
     with hf.merged(plans["merged"]):
         rows = generate_answers(loaded.items, hf, template, thinking, decoding)
     bar.advance(1)
-    labels = leak_labels(rows)
+    leaked = leaks(rows)
+    labels = [int(x) for x in leaked]
     probes = probe_rows(states["merged"], labels, cfg)
     table = layer_table(states, probes, cfg.pca_k)
     result: dict[str, Any] = {
@@ -158,7 +160,7 @@ def measure(cfg: MechanismConfig, hf: HFBackend, bar: Any) -> dict[str, Any]:
     if cfg.suppression:
         with hf.merged(plans["merged"]):
             result["suppression"] = suppression_rows(
-                hf, cfg, loaded.items, states, (template, thinking, decoding), bar
+                hf, cfg, loaded.items, states, (template, thinking, decoding), leaked, bar
             )
     if cfg.logit_shift and cfg.mcq:
         with hf.merged(plans["merged"]):
@@ -182,8 +184,6 @@ def conflict_summary(table: list[dict]) -> str:
 
 def run_mechanism(cfg: MechanismConfig) -> int:
     adapters = [load_adapter(a.path, cfg.allow_pickle) for a in cfg.adapters]
-    from medmerge.checkpoints import Checkpoint
-
     check_shapes(adapters, Checkpoint(cfg.base))
     hf = HFBackend.from_engine(ModelSpec(base=cfg.base), cfg, adapters)  # hooks need its model
     inputs = [cfg.base, *(a.path for a in cfg.adapters), cfg.prompts.data]
