@@ -18,13 +18,17 @@ from medmerge.eval.leakage import DEFAULT_MARKERS
 THINK_TAGS = ("<think>", "</think>")
 
 
+def spellings(word: str, prefixes: Sequence[str]) -> list[str]:
+    """`word` as written and capitalised, each after every prefix ("" for none)."""
+    return [prefix + w for w in dict.fromkeys((word, word.capitalize())) for prefix in prefixes]
+
+
 def forbidden_spellings(markers: Sequence[str] = DEFAULT_MARKERS) -> list[str]:
     """The think tags and every spelling of each marker that the mode bans."""
-    spellings = list(THINK_TAGS)
+    banned = list(THINK_TAGS)
     for marker in markers:
-        for word in dict.fromkeys((marker, marker.capitalize())):
-            spellings += [word, " " + word, "\n" + word]
-    return list(dict.fromkeys(spellings))
+        banned += spellings(marker, ("", " ", "\n"))
+    return list(dict.fromkeys(banned))
 
 
 def forbidden_sequences(

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from medmerge.eval.answer_only import THINK_TAGS, spellings
 from medmerge.eval.leakage import DEFAULT_MARKERS
-
-THINK_TOKENS = ("<think>", "</think>")
 
 
 def penalized_token_ids(tokenizer: Any, markers: bool = True) -> list[int]:
     """Ids of the think tags, plus every marker spelling that is a single token."""
     ids = set()
-    for tag in THINK_TOKENS:
+    for tag in THINK_TAGS:
         encoded = tokenizer(tag, add_special_tokens=False)["input_ids"]
         if len(encoded) == 1:
             ids.add(encoded[0])
     if markers:
         for marker in DEFAULT_MARKERS:
-            word = marker.rstrip(",")
-            for spelling in {word, word.capitalize(), " " + word, " " + word.capitalize()}:
+            for spelling in spellings(marker.rstrip(","), ("", " ")):
                 encoded = tokenizer(spelling, add_special_tokens=False)["input_ids"]
                 if len(encoded) == 1:
                     ids.add(encoded[0])
