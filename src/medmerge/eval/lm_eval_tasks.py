@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medmerge.errors import ConfigError, unknown_choice
-from medmerge.eval.backends import Backend, LoglikRequest
+from medmerge.eval.backends import Backend
 from medmerge.eval.mcq_formats import LETTERS, McqItem
 
 TARGET_DELIMITER = " "
@@ -244,15 +244,14 @@ def score_harness(
     task: HarnessTask, items: Sequence[McqItem], shots: Sequence[McqItem], backend: Backend
 ) -> list[dict[str, Any]]:
     """One record per item (as `eval.mcq.score_loglik` writes them) with lm-eval's prompts."""
-    from medmerge.eval.mcq import loglik_record
+    from medmerge.eval.mcq import loglik_record, option_loglikelihoods
 
     contexts = [task.context(item, shots) for item in items]
     conts = [task.continuations(item) for item in items]
-    requests = [LoglikRequest(c, x) for c, xs in zip(contexts, conts, strict=True) for x in xs]
-    values = iter(backend.loglikelihood(requests))
     records = []
-    for item, context, continuations in zip(items, contexts, conts, strict=True):
-        scores = [next(values) for _ in continuations]
+    for item, context, continuations, scores in zip(
+        items, contexts, conts, option_loglikelihoods(backend, contexts, conts), strict=True
+    ):
         predicted, predicted_norm = loglik_predictions(task, item, scores)
         records.append(
             loglik_record(item, context, continuations, scores, predicted, predicted_norm)

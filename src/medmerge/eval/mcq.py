@@ -100,17 +100,28 @@ class McqTask:
         return [space + LETTERS[i] for i in range(len(item.options))]
 
 
+def option_loglikelihoods(
+    backend: Backend, contexts: Sequence[str], continuations: Sequence[Sequence[str]]
+) -> list[list[float]]:
+    """Per item, the log-likelihood of each of its continuations after its context, all
+    items' requests sent to the backend as one list."""
+    requests = [
+        LoglikRequest(c, x) for c, xs in zip(contexts, continuations, strict=True) for x in xs
+    ]
+    values = iter(backend.loglikelihood(requests))
+    return [[next(values) for _ in xs] for xs in continuations]
+
+
 def score_loglik(
     task: McqTask, items: Sequence[McqItem], shots: Sequence[Sequence[McqItem]], backend: Backend
 ) -> list[dict[str, Any]]:
     """One record per item with context, continuations, log-likelihoods and predictions."""
     contexts = [task.context(item, s) for item, s in zip(items, shots, strict=True)]
     conts = [task.continuations(item) for item in items]
-    requests = [LoglikRequest(c, x) for c, xs in zip(contexts, conts, strict=True) for x in xs]
-    values = iter(backend.loglikelihood(requests))
     records = []
-    for item, context, continuations in zip(items, contexts, conts, strict=True):
-        scores = [next(values) for _ in continuations]
+    for item, context, continuations, scores in zip(
+        items, contexts, conts, option_loglikelihoods(backend, contexts, conts), strict=True
+    ):
         normed = [
             s / max(1, len(c.encode("utf-8"))) for s, c in zip(scores, continuations, strict=True)
         ]
