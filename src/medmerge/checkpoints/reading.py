@@ -183,9 +183,10 @@ class Checkpoint:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        files = self._weight_files()
+        self.files = self._weight_files()  # in index (or name) order
+        self.indexed = (self.folder / INDEX_NAME).is_file()
         self.entries: dict[str, TensorEntry] = {}
-        for file in files:
+        for file in self.files:
             for entry in read_header(file):
                 self.entries[entry.name] = entry
 

@@ -164,9 +164,7 @@ class _ShardWriter:
 
 
 def write_index(folder: Path, shards: list[list[OutputSpec]], names: list[str]) -> None:
-    """The index mapping each tensor to its shard (only for more than one shard)."""
-    if len(shards) == 1:
-        return
+    """The index mapping each tensor to its shard file."""
     weight_map = {
         spec.name: name for shard, name in zip(shards, names, strict=True) for spec in shard
     }

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from medmerge.checkpoints.writing import parse_size
 from medmerge.config import StageConfig
 from medmerge.lora.spec import AdapterWeight
 
@@ -49,14 +50,28 @@ class MergeConfig(StageConfig):
     # per adapter; which modules form each group is the base's architecture's (architectures.py).
     group_weights: dict[Literal["attention", "mlp"], list[float]] = Field(default_factory=dict)
     layer_ranges: list[LayerRange] = Field(default_factory=list)
-    max_shard_size: str = Field(
-        default="2GB", description="largest safetensors shard written, e.g. 2GB"
+    max_shard_size: str | None = Field(
+        default=None,
+        description="re-shard into files of at most this size, as transformers names it "
+        "(e.g. 2GB, 500MB); unset keeps the base's shards and index",
     )
     verify: bool = Field(default=True, description="verify the merged checkpoint at the end")
     force: bool = Field(default=False, description="replace an existing --out")
     allow_pickle: bool = Field(
         default=False, description="allow .bin/.pt checkpoints (pickles can run code)"
     )
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _shard_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                size = parse_size(value)
+            except (ValueError, OverflowError):
+                size = 0
+            if size < 1:
+                raise ValueError("max_shard_size must be a size such as 2GB, 500MB or 100KB")
+        return value
 
     @field_validator("adapter_rank")
     @classmethod

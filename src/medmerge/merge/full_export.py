@@ -48,7 +48,7 @@ class MergeJob:
     adapters: Sequence[Adapter]
     spec: MergeSpec
     out_dtype: torch.dtype
-    max_shard_size: str | int
+    max_shard_size: str | int | None  # None: keep the base's shards and index
 
 
 def export_full(job: MergeJob, out: Path, progress=None) -> dict[str, str]:
@@ -60,8 +60,7 @@ def export_full(job: MergeJob, out: Path, progress=None) -> dict[str, str]:
     touched = all_touched(job.adapters)
     main = job.base.stored_float_dtype()
     specs = [_output_spec(entry, main, job.out_dtype) for entry in job.base.entries.values()]
-    shards = plan_shards(specs, parse_size(job.max_shard_size))
-    names = shard_names(len(shards))
+    shards, names, indexed = output_layout(job, specs)
     scratch = Scratch()
     hashes = {}
     with ThreadPoolExecutor(max_workers=1) as reader:
@@ -71,9 +70,28 @@ def export_full(job: MergeJob, out: Path, progress=None) -> dict[str, str]:
             hashes[name] = write_shard(out / name, shard, shard_payloads, scratch.release)
             if progress is not None:
                 progress(len(shard))
-    write_index(out, shards, names)
+    if indexed:
+        write_index(out, shards, names)
     copy_side_files(job.base.folder, out, job.out_dtype)
     return hashes
+
+
+def output_layout(
+    job: MergeJob, specs: list[OutputSpec]
+) -> tuple[list[list[OutputSpec]], list[str], bool]:
+    """The output's shards, their file names, and whether an index goes with them.
+
+    By default the base's own: the same files holding the same tensors in the same order,
+    and an index when the base has one, so a tool that reads the base's layout reads the
+    merged one. `max_shard_size` re-shards instead, into transformers' file names.
+    """
+    if job.max_shard_size is not None:
+        shards = plan_shards(specs, parse_size(job.max_shard_size))
+        return shards, shard_names(len(shards)), len(shards) > 1
+    by_file: dict[Path, list[OutputSpec]] = {}
+    for spec in specs:
+        by_file.setdefault(job.base.entries[spec.name].file, []).append(spec)
+    return list(by_file.values()), [f.name for f in by_file], job.base.indexed or len(by_file) > 1
 
 
 def _output_spec(entry, main: torch.dtype, out_dtype: torch.dtype) -> OutputSpec:
