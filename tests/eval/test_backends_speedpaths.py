@@ -7,8 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medmerge.eval.backends import LoglikRequest
-from medmerge.eval.backends.base import continuation_split
+from medmerge.eval.backends.base import continuation_split, continuation_splits
 from medmerge.eval.backends.hf import HFBackend, group_by_prefix
+from medmerge.eval.backends.packed_scoring import batch_inputs, packed_row
 from medmerge.eval.config import ModelSpec
 
 QUESTIONS = [
@@ -85,3 +86,36 @@ def test_groups_share_only_common_context_tokens():
     assert [(g.prefix, g.indices) for g in groups] == [([5, 6], [0, 1]), ([1], [2])]
     split = group_by_prefix([([5, 6], 1), ([4, 6], 1)], ["c", "c"])
     assert [(g.prefix, g.indices) for g in split] == [([5], [0]), ([4], [1])]
+
+
+def test_eager_attention_scores_equal_full_sequence(tiny_base, stock):
+    # eager adds the mask to the scores, so the packed rows' mask must be additive there
+    tokenizer, model = stock
+    backend = HFBackend(ModelSpec(model=str(tiny_base)), device="cpu", batch_size=3)
+    backend.model.set_attn_implementation("eager")
+    assert backend.model.config._attn_implementation == "eager"
+    reqs = requests()
+    for got, r in zip(backend.loglikelihood(reqs), reqs, strict=True):
+        assert abs(got - full_sequence_loglik(tokenizer, model, r)) < 1e-4, r
+
+
+def test_packed_row_holds_each_token_once_and_scores_the_continuations():
+    group = group_by_prefix([([1, 2, 3, 4, 5], 2), ([1, 2, 3, 6], 1)], ["c", "c"])[0]
+    row = packed_row(group)
+    assert row.ids == [1, 2, 3, 4]  # prefix once, option 1 without its last token, option 2 none
+    assert row.positions == [0, 1, 2, 3]
+    assert row.option == [0, 0, 0, 1]
+    assert row.scored == [[2, 3], [2]]  # the prefix's last position is shared
+    allowed = batch_inputs([row, packed_row(group_by_prefix([([7, 8, 9], 1)], ["d"])[0])], 0)[
+        "allowed"
+    ]
+    assert not allowed[1, :2, 2:].any()  # no real token sees the padding
+    assert allowed[0, 3].tolist() == [True, True, True, True]
+
+
+def test_continuation_splits_equal_one_request_at_a_time(stock):
+    tokenizer, _ = stock
+    reqs = requests()
+    assert continuation_splits(tokenizer, reqs) == [
+        continuation_split(tokenizer, r.context, r.continuation) for r in reqs
+    ]

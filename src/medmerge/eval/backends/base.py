@@ -103,12 +103,28 @@ def decode_generation(tokenizer: Any, ids: Sequence[int], stop_ids: Sequence[int
 
 def continuation_split(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], int]:
     """(ids of context + continuation, number of continuation tokens), lm-eval style."""
-    whole = list(tokenizer(context + continuation, add_special_tokens=False)["input_ids"])
-    n_context = len(tokenizer(context, add_special_tokens=False)["input_ids"])
-    n_continuation = len(whole) - n_context
-    if n_continuation <= 0 or n_context == 0:
-        raise ValueError(f"continuation {continuation!r} adds no token after its context")
-    return whole, n_continuation
+    return continuation_splits(tokenizer, [LoglikRequest(context, continuation)])[0]
+
+
+def continuation_splits(
+    tokenizer: Any, requests: Sequence[LoglikRequest]
+) -> list[tuple[list[int], int]]:
+    """`continuation_split` of every request, each distinct context tokenized once and all
+    in two batched tokenizer calls (a question's options share one context)."""
+    contexts = list(dict.fromkeys(r.context for r in requests))
+    context_ids = tokenizer(contexts, add_special_tokens=False)["input_ids"] if contexts else []
+    n_context = {c: len(ids) for c, ids in zip(contexts, context_ids, strict=True)}
+    wholes = [r.context + r.continuation for r in requests]
+    whole_ids = tokenizer(wholes, add_special_tokens=False)["input_ids"] if wholes else []
+    splits = []
+    for request, ids in zip(requests, whole_ids, strict=True):
+        n_continuation = len(ids) - n_context[request.context]
+        if n_continuation <= 0 or n_context[request.context] == 0:
+            raise ValueError(
+                f"continuation {request.continuation!r} adds no token after its context"
+            )
+        splits.append((list(ids), n_continuation))
+    return splits
 
 
 def model_source_identity(spec: ModelSpec, adapters: Sequence[Any] = ()) -> dict[str, Any]:

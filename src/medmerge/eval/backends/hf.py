@@ -9,10 +9,8 @@ back after the block; the think penalty is a forward hook on the output layer.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,25 +21,16 @@ from medmerge.eval.backends.base import (
     Generation,
     LoglikRequest,
     as_plan,
-    continuation_split,
+    continuation_splits,
     decode_generation,
     local_spec,
     model_source_identity,
     spec_plan,
 )
+from medmerge.eval.backends.packed_scoring import group_by_prefix, score_packed
 from medmerge.eval.config import EngineSettings, ModelSpec
 from medmerge.loading import load_causal_lm, load_tokenizer
 from medmerge.lora import WeightPlan, apply_merged_delta, restore_weights
-
-
-@dataclass
-class PrefixGroup:
-    """Requests scored over one shared token prefix: a question's options."""
-
-    prefix: list[int]
-    indices: list[int] = field(default_factory=list)  # positions in the request list
-    sequences: list[list[int]] = field(default_factory=list)  # context + continuation ids
-    n_continuation: list[int] = field(default_factory=list)
 
 
 def context_length(config: Any, tokenizer: Any) -> int:
@@ -53,32 +42,6 @@ def context_length(config: Any, tokenizer: Any) -> int:
             return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and limit < 10**9 else 2048
-
-
-def group_by_prefix(
-    encoded: Sequence[tuple[list[int], int]], contexts: Sequence[str]
-) -> list[PrefixGroup]:
-    """Group requests by context; the prefix is their common context tokens (>= 1 token)."""
-    by_context: dict[str, list[int]] = {}
-    for index, context in enumerate(contexts):
-        by_context.setdefault(context, []).append(index)
-    groups = []
-    for indices in by_context.values():
-        sequences = [encoded[i][0] for i in indices]
-        shared = min(len(ids) - encoded[i][1] for ids, i in zip(sequences, indices, strict=True))
-        first = sequences[0]
-        while shared and any(ids[:shared] != first[:shared] for ids in sequences):
-            shared -= 1  # a tokenizer merged context and continuation differently
-        parts = [indices] if shared else [[i] for i in indices]
-        for part in parts:
-            n = shared or len(encoded[part[0]][0]) - encoded[part[0]][1]
-            group = PrefixGroup(encoded[part[0]][0][:n])
-            for i in part:
-                group.indices.append(i)
-                group.sequences.append(encoded[i][0])
-                group.n_continuation.append(encoded[i][1])
-            groups.append(group)
-    return groups
 
 
 def _pad(rows: Sequence[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,10 +177,6 @@ class HFBackend:
             "device": self.device,
             "dtype": str(self.model.dtype).removeprefix("torch."),
         }
-        # transformers 5.24 renamed the forward's past_key_values to cache (old name until 5.40)
-        forward_args = inspect.signature(self.model.forward).parameters
-        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
-        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id or 0
         self.max_length = context_length(self.model.config, self.tokenizer)
@@ -226,63 +185,19 @@ class HFBackend:
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[float]:
         """Sum of log-probs of each continuation given its context (float64 sums).
 
-        Requests sharing a context (a question's options) form one group: the shared prefix
-        runs once and fills the KV cache, then all the group's continuations run in one
-        batched forward over the cache expanded per option. Groups go longest first,
-        `batch_size` groups (contexts, not requests) at a time. The sums equal scoring each
-        context + continuation string whole (tests/eval/test_backends_speedpaths.py).
+        Requests sharing a context (a question's options) form one group, packed into one
+        row: the shared prefix once, then each option (packed_scoring.py). Rows go longest
+        first, `batch_size` groups (contexts, not requests) per forward.
         """
-        encoded = [continuation_split(self.tokenizer, r.context, r.continuation) for r in requests]
+        encoded = continuation_splits(self.tokenizer, requests)
         # lm-eval's policy for a longer input: keep its last max_length + 1 tokens
         encoded = [(ids[-(self.max_length + 1) :], n) for ids, n in encoded]
         groups = group_by_prefix(encoded, [r.context for r in requests])
-        groups.sort(key=lambda g: -len(g.prefix))
+        groups.sort(key=lambda g: -g.row_length())
         results = [0.0] * len(requests)
         for start in range(0, len(groups), self.batch_size):
-            self._score_groups(groups[start : start + self.batch_size], results)
+            score_packed(self.model, groups[start : start + self.batch_size], self.pad_id, results)
         return results
-
-    def _score_groups(self, groups: list[PrefixGroup], results: list[float]) -> None:
-        """Prefixes left-padded in one forward, then every continuation over their cache."""
-        owner = torch.tensor([g for g, group in enumerate(groups) for _ in group.indices])
-        members = [(group, k) for group in groups for k in range(len(group.indices))]
-        suffixes = [group.sequences[k][len(group.prefix) : -1] for group, k in members]
-        width = max(len(s) for s in suffixes)
-        ids, mask = _pad([g.prefix for g in groups], self.pad_id, left=True)
-        out = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=(mask.cumsum(1) - 1).clamp(min=0).to(self.device),
-            use_cache=width > 0,
-            **self._last_logits_only,
-        )
-        last = out.logits[:, -1].float().cpu()  # predicts each group's first suffix token
-        if width > 0:
-            cache = out.get("cache", out.get("past_key_values"))
-            cache.reorder_cache(owner.to(self.device))
-            suffix_ids, suffix_mask = _pad(suffixes, self.pad_id, left=False)
-            starts = torch.tensor([len(group.prefix) for group, _ in members])
-            suffix_logits = (
-                self.model(
-                    input_ids=suffix_ids.to(self.device),
-                    attention_mask=torch.cat([mask[owner], suffix_mask], 1).to(self.device),
-                    position_ids=(starts[:, None] + torch.arange(width)).to(self.device),
-                    use_cache=True,
-                    **{self._cache_arg: cache},
-                )
-                .logits.float()
-                .cpu()
-            )
-        for row, (group, k) in enumerate(members):
-            sequence, n_cont = group.sequences[k], group.n_continuation[k]
-            steps = last[owner[row]][None]  # steps[j] predicts sequence[len(prefix) + j]
-            if suffixes[row]:
-                steps = torch.cat([steps, suffix_logits[row, : len(suffixes[row])]])
-            logprobs = torch.log_softmax(steps[-n_cont:], dim=-1)
-            targets = torch.tensor(sequence[-n_cont:])
-            results[group.indices[k]] = float(
-                logprobs[torch.arange(n_cont), targets].double().sum()
-            )
 
     @torch.no_grad()
     def generate(

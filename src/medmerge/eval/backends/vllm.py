@@ -6,7 +6,7 @@ merged delta) written to a scratch folder and served through vLLM's LoRA support
 checkpoint is written, and a sweep swaps in each weight point's adapter under a fresh id.
 
 Scoring and decoding follow HFBackend: log-likelihoods are summed from prompt logprobs over
-the same token split (`continuation_split`), prompts go in as token ids, and the generated
+the same token split (`continuation_splits`), prompts go in as token ids, and the generated
 ids are decoded and cut at the first stop token the way HFBackend does. vLLM itself is
 imported when a VLLMBackend is opened, not with this module.
 """
@@ -27,7 +27,7 @@ from medmerge.eval.backends.base import (
     Generation,
     LoglikRequest,
     as_plan,
-    continuation_split,
+    continuation_splits,
     decode_generation,
     local_spec,
     model_source_identity,
@@ -292,7 +292,7 @@ class VLLMBackend:
         """Sum of log-probs of each continuation given its context, from prompt logprobs."""
         from vllm import SamplingParams
 
-        encoded = [continuation_split(self.tokenizer, r.context, r.continuation) for r in requests]
+        encoded = continuation_splits(self.tokenizer, requests)
         encoded = [(ids[-(self.max_length + 1) :], n) for ids, n in encoded]  # lm-eval's cut
         # 1, not 0: some releases read prompt_logprobs=0 as "off" (vllm/v1/engine/logprobs.py);
         # each position's dict holds the prompt token's own log-prob whatever its rank.
