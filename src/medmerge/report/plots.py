@@ -49,9 +49,22 @@ def plot_loss_curve(log_path: str | Path, png_path: str | Path, title: str) -> P
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png_path)
+    fig.savefig(png_path, metadata={"Title": title})
     plt.close(fig)
     return Path(png_path)
+
+
+# the y axis of each trade-off panel, by metric name: what is counted and in which unit
+AXIS_UNITS = {
+    "bleu4": "BLEU-4 (0–100)",
+    "accuracy": "accuracy (share correct, 0–1)",
+    "think_tag_rate": "share of answers with a think tag (0–1)",
+}
+
+
+def axis_label(name: str) -> str:
+    """The y-axis label of a metric's panel, with its unit."""
+    return AXIS_UNITS.get(name, name)
 
 
 def _series(rows: list[dict], labels: list[str]) -> dict[str, list[dict]]:
@@ -85,6 +98,7 @@ def plot_sweep(rows: list[dict], labels: list[str], png_path: str | Path) -> Pat
             column, note = metric.overlay
             _plot_lines(ax, lines, x_label, column, f" ({note})", linestyle=":", linewidth=1.2)
         ax.set_title(metric.label or metric.column)
+        ax.set_ylabel(axis_label(metric.name))
         ax.set_xlabel(
             f"{labels[0].upper()} weight"
             + (f" ({labels[1].upper()} = 1 - it)" if len(labels) == 2 else "")
@@ -169,11 +183,11 @@ def plot_layer_ablation(rows: list[dict], png_path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(rows) + 2), 3.5), dpi=110)
     ax.bar(names, [r["think_tag_rate"] for r in rows], color="#d95f0e", label="think-tag rate")
     ax.bar(names, [r["marker_rate"] for r in rows], color="#fdae6b", alpha=0.6, label="marker rate")
-    ax.set_ylabel("rate")
+    ax.set_ylabel("rate (share of answers, 0–1)")
     ax.set_xlabel("layers carrying the PT delta")
     twin = ax.twinx()
     twin.plot(names, [r["bleu4"] for r in rows], color="#08519c", marker="o", label="BLEU-4")
-    twin.set_ylabel("BLEU-4")
+    twin.set_ylabel("BLEU-4 (0–100)")
     ax.legend(loc="upper left", fontsize=7)
     twin.legend(loc="upper right", fontsize=7)
     ax.set_title("Layer-wise PT ablation")

@@ -35,7 +35,8 @@ def write_adapter_folder(
         plot_loss_curve(
             staging / "loss_log.jsonl",
             staging / "loss_curve.png",
-            f"{cfg.stage.upper()} loss — {staging.name}",
+            # the final folder's name: `staging` is a temporary sibling renamed into place later
+            f"{cfg.stage.upper()} loss — {Path(cfg.out).name}",
         )
     write_manifest(
         staging,
