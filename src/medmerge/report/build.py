@@ -15,6 +15,13 @@ from medmerge.config import StageConfig
 from medmerge.errors import MedmergeError
 from medmerge.eval.metrics import report_columns
 from medmerge.manifest import read_manifest, sha256_file, write_manifest
+from medmerge.report.headline import (
+    TRADEOFF_HOW_TO,
+    read_headline,
+    render_examples,
+    render_first_screen,
+)
+from medmerge.report.mistakes import render_mistakes
 from medmerge.report.render import Doc
 from medmerge.run_layout import RunLayout
 
@@ -42,29 +49,30 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _first_screen(doc: Doc, run: RunLayout) -> None:
+    headline = read_headline(run)
+    if headline:
+        render_first_screen(doc, run, headline, _json(run.folder("sweep") / "table.json"))
+    else:
+        _headline(doc, run)
+    render_mistakes(doc, run, headline)
+    render_examples(doc, headline)
+
+
 def _headline(doc: Doc, run: RunLayout) -> None:
+    """The sweep's trade-off and recommendation, for runs without headline.json."""
     table = _json(run.folder("sweep") / "table.json")
     if not table:
         return
     doc.h2("At a glance: the trade-off across merge weights")
+    doc.how_to_read(
+        TRADEOFF_HOW_TO + " The table below shows both ends of the sweep and the exported merge."
+    )
     doc.image(
         run.folder("sweep") / "tradeoff.png",
         "BLEU-4, accuracy and think rate against the PT weight",
     )
-    rec = table["recommendation"]
-    if rec.get("point"):
-        doc.p(
-            f"**Recommended:** {rec['point']} ({rec['template']}/{rec['decoding']}) — "
-            f"{rec['rule']}; {len(table['pareto'])} Pareto-optimal rows, "
-            f"{rec['feasible']} feasible."
-        )
-    else:
-        doc.p(f"**No weight meets the constraints** ({rec['rule']}).")
-    verdict = (rec.get("paired_test") or {}).get("verdict")
-    if verdict:
-        doc.p(f"**Paired test against the reference:** {verdict}.")
-    for warning in rec.get("warnings") or []:
-        doc.p(f"**Power:** {warning}.")
+    _sweep_recommendation(doc, table, "Recommended")
     rows = table["rows"]
     labels = table["adapters"]
     first = (rows[0]["template"], rows[0]["decoding"])
@@ -81,6 +89,24 @@ def _headline(doc: Doc, run: RunLayout) -> None:
     doc.table(["point", *columns], [[r["point"], *(_fmt(r.get(c)) for c in columns)] for r in ends])
 
 
+def _sweep_recommendation(doc: Doc, table: dict, claim: str) -> None:
+    """The sweep's own selection rule, its paired test against the reference and power."""
+    rec = table["recommendation"]
+    if rec.get("point"):
+        doc.p(
+            f"**{claim}:** {rec['point']} ({rec['template']}/{rec['decoding']}) — "
+            f"{rec['rule']}; {len(table['pareto'])} Pareto-optimal rows, "
+            f"{rec['feasible']} feasible."
+        )
+    else:
+        doc.p(f"**No weight meets the constraints** ({rec['rule']}).")
+    verdict = (rec.get("paired_test") or {}).get("verdict")
+    if verdict:
+        doc.p(f"**Paired test against the reference:** {verdict}.")
+    for warning in rec.get("warnings") or []:
+        doc.p(f"**Power:** {warning}.")
+
+
 def _exported_weights(run: RunLayout) -> list[float]:
     """The merge weights of the exported checkpoint: its manifest's, else the merge record's."""
     adapters = (read_manifest(run.folder("merge")) or {}).get("adapters")
@@ -92,6 +118,10 @@ def _exported_weights(run: RunLayout) -> list[float]:
 
 def _inputs(doc: Doc, run: RunLayout) -> None:
     doc.h2("Inputs")
+    doc.how_to_read(
+        "One row per artifact the run made; the sha256 prefixes identify the exact weights and "
+        "data files, so two reports with the same hashes describe the same models."
+    )
     rows = []
     for stage, weights in (
         ("base", "model.safetensors"),
@@ -116,6 +146,10 @@ def _configs(doc: Doc, run: RunLayout) -> None:
     records = sorted(r for r in run.records.glob("*.json") if not r.name.endswith(".pending.json"))
     if records:
         doc.h2("Appendix: resolved configs of every stage")
+        doc.how_to_read(
+            "Each stage's full configuration after defaults and overrides; open one to see "
+            "exactly what that stage ran with."
+        )
     for record in records:
         doc.details(
             f"config of stage {record.stem}",
@@ -125,6 +159,10 @@ def _configs(doc: Doc, run: RunLayout) -> None:
 
 def _training(doc: Doc, run: RunLayout) -> None:
     doc.h2("Training")
+    doc.how_to_read(
+        "Loss in nats per token against the optimizer step; a held-out loss that falls with the "
+        "training loss means the adapter learned more than its training rows."
+    )
     rows = []
     for name in ("pt", "sft"):
         manifest = read_manifest(run.folder(name)) if run.folder(name).is_dir() else None
@@ -160,6 +198,11 @@ def _verification(doc: Doc, run: RunLayout) -> None:
     if not report:
         return
     doc.h2("Verification of the merged checkpoint")
+    doc.how_to_read(
+        "OK means every merged tensor is within the stated ulp of the exact fp64 merge and the "
+        "logits match base + adapters; the recovered weights are what the checkpoint itself "
+        "says each adapter was merged with."
+    )
     behaviour = report.get("behaviour") or {}
     doc.p(
         f"**{'OK' if report.get('ok') else 'FAILED'}** — tensors checked "
@@ -183,6 +226,11 @@ def _evaluation(doc: Doc, run: RunLayout) -> None:
     if not results:
         return
     doc.h2("Evaluation of the exported merged checkpoint")
+    doc.how_to_read(
+        "The exported checkpoint evaluated from its own folder (point estimates); the "
+        "consistency line compares it with the same point of the sweep, which applied the "
+        "weights in memory."
+    )
     metrics = [k for k in results["rows"][0] if k not in ("raw", "template", "decoding")]
     doc.table(
         ["template", "decoding", *metrics],
@@ -225,6 +273,12 @@ def _sweep(doc: Doc, run: RunLayout) -> None:
         return
     rows = table["rows"]
     doc.h2("Sweep: every point")
+    doc.how_to_read(
+        "One row per merge point, template and decoding, point estimates only (their CIs are "
+        "the bands of the trade-off plot); pareto = no other row is better on every objective."
+    )
+    if read_headline(run):
+        _sweep_recommendation(doc, table, "The sweep's rule picks (point estimates)")
     bench = [k for k in rows[0] if k.endswith(".accuracy")]
     cols = ["point", "template", "decoding", *report_columns(), *bench, "pareto"]
     doc.table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows])
@@ -235,6 +289,10 @@ def _sweep(doc: Doc, run: RunLayout) -> None:
 
 def _sensitivity(doc: Doc, rows: list[dict], decodings: list[str]) -> None:
     doc.h2("Decoding sensitivity and the think penalty")
+    doc.how_to_read(
+        "BLEU-4 (0–100) and think-tag rate (share 0–1) of each point under each decoding; "
+        "a large change across decodings means the point's score depends on how it is decoded."
+    )
     points = list(dict.fromkeys(r["point"] for r in rows))
     lookup = {(r["point"], r["decoding"]): r for r in rows}
     header = ["point"] + [f"{d} {m}" for d in decodings for m in ("bleu4", "think")]
@@ -258,6 +316,10 @@ def _audit(doc: Doc, run: RunLayout) -> None:
     if not report:
         return
     doc.h2(f"Leakage audit (exact duplicates, {report['ngram']}-gram overlap)")
+    doc.how_to_read(
+        "Counts of evaluation items that also occur in a training file, whole or by a shared "
+        f"{report['ngram']}-gram; 0 in every column means the evaluation is held out."
+    )
     doc.table(
         ["evaluation file", "items", "exact duplicates", "%", "with overlap", "%", "mean overlap"],
         [
@@ -281,10 +343,18 @@ def _diagnostics(doc: Doc, run: RunLayout) -> None:
     if not diag:
         return
     doc.h2("Interference between the PT and SFT deltas")
+    doc.how_to_read(
+        "One cell per layer and module: the deltas' relative sizes, their cosine and subspace "
+        "overlap; a cosine near 0 means the two adapters change the weights in unrelated ways."
+    )
     for key, name in diag["heatmaps"].items():
         doc.image(run.folder("diagnose") / name, key)
     if diag["ablation"]:
         doc.h2("Layer-wise ablation: which layers wake the thinking up")
+        doc.how_to_read(
+            "The PT delta applied on one layer range only: the think-tag and marker rates (shares "
+            "0–1) and BLEU-4 (0–100) it gives show which layers carry the thinking habit."
+        )
         doc.image(run.folder("diagnose") / "ablation.png", "PT delta on one layer range only")
         cols = list(diag["ablation"][0])
         doc.table(cols, [[_fmt(r[c]) for c in cols] for r in diag["ablation"]])
@@ -301,14 +371,13 @@ def _mechanism(doc: Doc, run: RunLayout) -> None:
     if not result:
         return
     doc.h2("Mechanism: where the merge parts from the SFT-only model")
-    doc.p(
-        "How to read this: CKA 1 means the merged model's states at a layer are the SFT-only "
+    doc.how_to_read(
+        "CKA 1 means the merged model's states at a layer are the SFT-only "
         "model's up to rotation; a probe counts only where it beats its shuffled-label control "
         "(Holm-adjusted exact McNemar); an intervention counts only where it moves the rate and "
-        "random directions of the same size do not. "
-        + result["summary"][:1].upper()
-        + result["summary"][1:]
+        "random directions of the same size do not."
     )
+    doc.p(result["summary"][:1].upper() + result["summary"][1:])
     doc.image(folder / "layers.png", "CKA, PCA of the merged − SFT shift, leak probes")
     if result.get("probes_skipped"):
         doc.p(result["probes_skipped"])
@@ -321,7 +390,7 @@ def _mechanism(doc: Doc, run: RunLayout) -> None:
 
 
 SECTIONS = (
-    _headline,
+    _first_screen,
     _inputs,
     _training,
     _verification,
