@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from medmerge.checkpoints import refuse_dangling_link
+from medmerge.checkpoints import TensorEntry, read_header, read_tensor, refuse_dangling_link
 from medmerge.errors import MergeError, ModelError
 from medmerge.lora.scaling import module_regex, module_scale
 from medmerge.manifest import read_json_object, read_manifest, sha256_file
@@ -43,27 +43,96 @@ _FACTOR_SUFFIXES = {
 }
 
 
-@dataclass
-class LoraFactors:
-    """One module's LoRA factors; its weight delta is `scale * B @ A` (transposed if `transpose`)."""
+class StoredTensor:
+    """A tensor left in its safetensors file: its shape is known, its bytes are read on demand."""
 
-    module: str
-    A: torch.Tensor
-    B: torch.Tensor
-    scale: float
-    transpose: bool = False  # fan_in_fan_out layouts and embeddings store W as (in, out)
-    bias: torch.Tensor | None = None  # lora_bias: the module's bias moves by scale * bias
-    embedding: bool = False  # saved as lora_embedding_A/B
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: TensorEntry):
+        self.entry = entry
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self.entry.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.entry.torch_dtype
+
+    def load(self) -> torch.Tensor:
+        return read_tensor(self.entry)
+
+
+Stored = torch.Tensor | StoredTensor
+
+
+def _loaded(value: Stored | None) -> torch.Tensor | None:
+    return value.load() if isinstance(value, StoredTensor) else value
+
+
+class LoraFactors:
+    """One module's LoRA factors; its weight delta is `scale * B @ A` (transposed if `transpose`).
+
+    A, B and the bias may stay in the adapter file (StoredTensor): each is then read when it
+    is asked for and not kept, so a merge holds the factors of the module it is merging, not
+    the whole adapter (at 1.8 B, two adapters of r 16 + 64 are 350 MB in fp32).
+    """
+
+    def __init__(
+        self,
+        module: str,
+        A: Stored,
+        B: Stored,
+        scale: float,
+        transpose: bool = False,  # fan_in_fan_out layouts and embeddings store W as (in, out)
+        bias: Stored | None = None,  # lora_bias: the module's bias moves by scale * bias
+        embedding: bool = False,  # saved as lora_embedding_A/B
+    ):
+        self.module, self.scale = module, scale
+        self.transpose, self.embedding = transpose, embedding
+        self._A, self._B, self._bias = A, B, bias
+
+    @property
+    def A(self) -> torch.Tensor:
+        return _loaded(self._A)
+
+    @property
+    def B(self) -> torch.Tensor:
+        return _loaded(self._B)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return _loaded(self._bias)
+
+    @property
+    def has_bias(self) -> bool:
+        return self._bias is not None
 
     @property
     def rank(self) -> int:
-        return self.A.shape[0]
+        return self._A.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        """Rows of B @ A (the module's output size; the embedding width for an embedding)."""
+        return self._B.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        """Columns of B @ A (the module's input size; the vocabulary for an embedding)."""
+        return self._A.shape[1]
 
     def weight_delta(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The dense delta of this module's weight, computed in `dtype`."""
         delta = self.B.to(dtype) @ self.A.to(dtype)
         delta = delta.T if self.transpose else delta
         return delta * self.scale
+
+    def __repr__(self) -> str:
+        return (
+            f"LoraFactors({self.module!r}, rank={self.rank}, scale={self.scale}, "
+            f"transpose={self.transpose}, embedding={self.embedding}, bias={self.has_bias})"
+        )
 
 
 @dataclass
@@ -84,7 +153,7 @@ class Adapter:
     def touched(self) -> set[str]:
         """Every base tensor name this adapter changes."""
         names = set(self.factors) | set(self.full_copies)
-        names |= {_bias_name(f.module) for f in self.factors.values() if f.bias is not None}
+        names |= {_bias_name(f.module) for f in self.factors.values() if f.has_bias}
         return names
 
     def hashes(self) -> dict[str, str]:
@@ -104,10 +173,10 @@ def _all_finite(tensor: torch.Tensor) -> bool:
     return bool(torch.isfinite(low) and torch.isfinite(high))
 
 
-def _refuse_dtype(folder: Path, key: str, tensor: torch.Tensor) -> None:
+def _refuse_dtype(folder: Path, key: str, tensor: Stored) -> None:
     """Tensors must be fp32, bf16, fp16 or fp64: integer factors would merge as their raw
     values (x1000 for int32 that held weights x1000), and PEFT neither writes nor runs fp8 ones."""
-    if tensor.is_floating_point() and tensor.dtype not in _FP8:
+    if tensor.dtype.is_floating_point and tensor.dtype not in _FP8:
         return
     dtype = str(tensor.dtype).removeprefix("torch.")
     fix = (
@@ -121,6 +190,24 @@ def _refuse_dtype(folder: Path, key: str, tensor: torch.Tensor) -> None:
     )
 
 
+def _refuse_not_finite(
+    folder: Path, key: str, tensor: Stored, buffer: torch.Tensor
+) -> torch.Tensor:
+    """Refuse NaN/Inf up front, before a merge writes anything. A tensor left in the file is
+    read into `buffer` (grown as needed, returned) and not kept."""
+    if isinstance(tensor, StoredTensor):
+        if buffer.numel() < tensor.entry.nbytes:
+            buffer = torch.empty(tensor.entry.nbytes, dtype=torch.uint8)
+        values = read_tensor(tensor.entry, buffer)
+    else:
+        values = tensor
+    if not _all_finite(values):
+        raise MergeError(
+            f"{folder}: tensor {key!r} holds NaN or Inf; the adapter is broken, retrain or re-export it"
+        )
+    return buffer
+
+
 def _bias_name(module: str) -> str:
     return f"{module}.bias"
 
@@ -132,13 +219,11 @@ def load_adapter(path: str | Path, allow_pickle: bool = False) -> Adapter:
     _refuse_variants(folder, config)
     state = _read_state(folder, allow_pickle)
     adapter = Adapter(path=folder, config=config, manifest=read_manifest(folder))
-    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    grouped: dict[str, dict[str, Stored]] = {}
+    check_buffer = torch.empty(0, dtype=torch.uint8)
     for key, tensor in state.items():
         _refuse_dtype(folder, key, tensor)
-        if not _all_finite(tensor):
-            raise MergeError(
-                f"{folder}: tensor {key!r} holds NaN or Inf; the adapter is broken, retrain or re-export it"
-            )
+        check_buffer = _refuse_not_finite(folder, key, tensor, check_buffer)
         _sort_key(folder, key, tensor, adapter, grouped)
     for module, parts in grouped.items():
         adapter.factors[f"{module}.weight"] = _factors(folder, module, parts, config)
@@ -238,20 +323,13 @@ def _refuse_variants(folder: Path, config: dict[str, Any]) -> None:
             )
 
 
-def _read_state(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+def _read_state(folder: Path, allow_pickle: bool) -> dict[str, Stored]:
+    """The adapter's tensors by key: a safetensors file's left in the file (its header is
+    read and checked against the file here), a pickle's loaded."""
     weights = folder / ADAPTER_WEIGHTS
     refuse_dangling_link(weights)
     if weights.is_file():
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(weights))
-        except (SafetensorError, OSError) as exc:
-            raise ModelError(
-                f"{weights}: not a readable safetensors file ({exc}); the file is truncated or "
-                "damaged: copy or re-save the adapter"
-            ) from None
+        return {entry.name: StoredTensor(entry) for entry in read_header(weights)}
     pickled = folder / ADAPTER_PICKLE
     refuse_dangling_link(pickled)
     if pickled.is_file():
@@ -268,10 +346,9 @@ def _read_state(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     raise ModelError(f"{folder}: no {ADAPTER_WEIGHTS} found next to {ADAPTER_CONFIG}")
 
 
-def _sort_key(
-    folder: Path, key: str, tensor: torch.Tensor, adapter: Adapter, grouped: dict
-) -> None:
-    """File one saved tensor under its module's factors, a full copy, or a base copy."""
+def _sort_key(folder: Path, key: str, tensor: Stored, adapter: Adapter, grouped: dict) -> None:
+    """File one saved tensor under its module's factors, a full copy, or a base copy
+    (the copies are loaded: every consumer compares or subtracts them whole)."""
     name = key[len(_PREFIX) :] if key.startswith(_PREFIX) else key
     for suffix, part in _FACTOR_SUFFIXES.items():
         if name.endswith(suffix):
@@ -281,20 +358,18 @@ def _sort_key(
     if name.endswith(".base_layer.bias"):
         # bias="all" / "lora_only": the trained bias of a LoRA-wrapped module, a full copy
         # like the trained biases of the modules it does not wrap (`q_proj.bias`).
-        adapter.full_copies[name.replace(".base_layer.", ".")] = tensor
+        adapter.full_copies[name.replace(".base_layer.", ".")] = _loaded(tensor)
     elif ".base_layer." in name:
-        adapter.base_copies[name.replace(".base_layer.", ".")] = tensor
+        adapter.base_copies[name.replace(".base_layer.", ".")] = _loaded(tensor)
     elif "lora_" in name or "magnitude" in name:
         raise MergeError(
             f"{folder}: tensor {key!r} is not a plain LoRA factor (a LoRA variant?); medmerge merges plain LoRA only"
         )
     else:
-        adapter.full_copies[name.replace(".modules_to_save.default.", ".")] = tensor
+        adapter.full_copies[name.replace(".modules_to_save.default.", ".")] = _loaded(tensor)
 
 
-def _factors(
-    folder: Path, module: str, parts: dict[str, torch.Tensor], config: dict
-) -> LoraFactors:
+def _factors(folder: Path, module: str, parts: dict[str, Stored], config: dict) -> LoraFactors:
     embedding = "embedding_A" in parts
     A = parts.get("embedding_A" if embedding else "A")
     B = parts.get("embedding_B" if embedding else "B")
@@ -302,7 +377,7 @@ def _factors(
         raise MergeError(
             f"{folder}: module {module!r} lacks lora_A or lora_B; the adapter file is incomplete"
         )
-    if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
+    if len(A.shape) != 2 or len(B.shape) != 2 or A.shape[0] != B.shape[1]:
         raise MergeError(
             f"{folder}: module {module!r} has lora_A {tuple(A.shape)} and lora_B {tuple(B.shape)}, "
             "which do not multiply (a convolution or a corrupt file); medmerge merges linear and embedding LoRA"

@@ -179,7 +179,7 @@ def stacked_factors(name: str, adapters: Sequence[Adapter], plan: WeightPlan) ->
     )
     A = torch.cat([f.A.double() for _, _, f in parts])
     B = torch.cat([f.B.double() * (w * f.scale) for _, w, f in parts], dim=1)
-    biases = [f.bias.double() * (w * f.scale) for _, w, f in parts if f.bias is not None]
+    biases = [f.bias.double() * (w * f.scale) for _, w, f in parts if f.has_bias]
     first = parts[0][2]
     return StackedFactors(
         A=A,

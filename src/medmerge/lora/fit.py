@@ -132,7 +132,7 @@ def _stored_transposed(
     if architecture is not GENERIC:
         return False
     shape = tuple(shapes.get(name, ()))
-    out_features, in_features = factors.B.shape[0], factors.A.shape[1]
+    out_features, in_features = factors.out_features, factors.in_features
     if out_features != in_features and shape == (in_features, out_features):
         return True
     if out_features != in_features and shape == (out_features, in_features):
@@ -161,12 +161,12 @@ def _refuse_tied_embedding_lora(adapter: Adapter, shapes: Mapping[str, Sequence[
 
 def _adapter_shapes(adapter: Adapter):
     for name, factors in adapter.factors.items():
-        out_features, in_features = factors.B.shape[0], factors.A.shape[1]
+        out_features, in_features = factors.out_features, factors.in_features
         yield (
             name,
             (in_features, out_features) if factors.transpose else (out_features, in_features),
         )
-        if factors.bias is not None:
+        if factors.has_bias:
             yield name[: -len(".weight")] + ".bias", tuple(factors.bias.shape)
     for name, tensor in {**adapter.full_copies, **adapter.base_copies}.items():
         yield name, tuple(tensor.shape)
