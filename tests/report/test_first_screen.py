@@ -60,8 +60,8 @@ def test_each_cell_is_an_estimate_with_its_ci_and_each_difference_its_holm_test(
     ]
     by_row = {(r[0], r[1]): r for r in rows}
     bleu = by_row[("BLEU-4 (0–100) ↑", "greedy")]
-    assert bleu[2:6] == ["300", "21.3 [18.0, 24.9]", "9.20 [7.10, 11.4]", "3.40 [2.20, 4.80]"]
-    assert bleu[6] == "**-12.1 [-15.0, -9.20]**\np_holm = 0.001"
+    assert bleu[2:6] == ["300", "21.3 [18.0, 24.9]", "9.2 [7.1, 11.4]", "3.40 [2.20, 4.80]"]
+    assert bleu[6] == "**-12.1 [-15.0, -9.2]**\np_holm = 0.001"
     sampled = by_row[("BLEU-4 (0–100) ↑", "sampled")]
     assert sampled[3] == "19.8 [16.9, 22.7]\nseeds 19.1–20.6"
     accuracy = by_row[("MCQ accuracy (0–1) ↑", "(any)")]
@@ -88,26 +88,38 @@ def test_a_weight_is_recommended_only_when_significant():
 def test_the_mistakes_table_puts_each_mistake_beside_the_true_merge(fixture_run):
     md, _ = _build(fixture_run)
     section = _section(md, "Pipeline mistakes: what each would have reported")
-    lines = [line for line in section.splitlines() if line.startswith("| ")]
-    header, true_merge, *mistakes = lines
-    assert "BLEU-4 (0–100) ↑<br>Δ: paired bootstrap" in header
-    assert "MCQ accuracy (0–1) ↑<br>Δ: exact McNemar" in header
-    assert (
-        true_merge.startswith("| **true merge (PT 0.3 / SFT 0.7)**")
-        and "9.20 [7.10, 11.4]" in true_merge
-    )
-    assert [m.split("**")[1] for m in mistakes] == [
+    tables = [t for t in section.split("\n\n") if t.startswith("| ")]
+    header, _, *metrics = tables[0].splitlines()
+    labels = [
         "α² script (both factors scaled by w)",
         "wrong adapter exported (SFT-only passed off as the merge)",
         "export folder overwritten by a later run",
         "evaluated with another template (qwen3, thinking on)",
     ]
-    alpha = mistakes[0]
-    assert "17.9 [15.0, 20.9]<br>**Δ +8.70 [+5.90, +11.5]**<br>p_holm = 0.002" in alpha
-    assert "Δ -0.017 [-0.050, +0.016]<br>p_holm = 1, n.s." in alpha
-    assert "| verify | WRONG (1) | scaled twice: the deltas match weights 0.09/0.49 = w²" in alpha
-    assert "| template guard | REFUSED (2) | template mismatch" in mistakes[3]
-    assert "Every row claims to be the merge pt 0.300, sft 0.700 under template qwen3" in section
+    assert (
+        header
+        == " | ".join(
+            ["| metric (Δ: its test)", "true merge (PT 0.3 / SFT 0.7) (reference)", *labels]
+        )
+        + " |"
+    )
+    bleu, rouge, accuracy = metrics[:3]
+    assert bleu.startswith("| BLEU-4 (0–100) ↑<br>Δ: paired bootstrap | 9.2 [7.1, 11.4] |")
+    assert "| 17.9 [15.0, 20.9]<br>**Δ +8.7 [+5.9, +11.5]**<br>p_holm = 0.002 |" in bleu
+    assert accuracy.startswith("| MCQ accuracy (0–1) ↑<br>Δ: exact McNemar | 0.347 [0.304, 0.392]")
+    assert "Δ -0.017 [-0.050, +0.016]<br>p_holm = 1, n.s." in accuracy
+    assert rouge.endswith(
+        "| 0.389 [0.364, 0.414]<br>**Δ +0.088 [+0.060, +0.116]**<br>p_holm = 0.002 | 0.412 [0.388, 0.437] | — | 0.200 [0.180, 0.220] |"
+    )
+    checks = tables[1].splitlines()
+    assert checks[0] == "| mistake | what the pipeline did | caught by | what it said |"
+    assert [c.split("**")[1] for c in checks[2:]] == labels
+    assert (
+        "| **verify: WRONG** (exit 1) | scaled twice: the deltas match weights 0.09/0.49"
+        in (checks[2])
+    )
+    assert "| **template guard: REFUSED** (exit 2) | template mismatch" in checks[5]
+    assert "Every row claims to be the merge pt 0.3, sft 0.7 under template qwen3" in section
 
 
 def test_hostile_text_is_escaped_in_html_and_markdown(fixture_run):
@@ -190,4 +202,4 @@ def test_the_models_answers_show_side_by_side_verbatim_and_escaped(fixture_run):
     assert rows[0].startswith("| meqsum-0007 | What are the treatments for plantar fasciitis? |")
     assert "&lt;think&gt;<br>The patient asks about heel pain.<br>&lt;/think&gt;" in rows[0]
     assert rows[1].endswith("| How is Lyme disease tested? | — |")  # PT-only gave one example
-    assert "<td>&lt;think&gt;<br>The patient asks" in html
+    assert "&lt;think&gt;<br>The patient asks" in html and "<think>" not in html

@@ -9,29 +9,39 @@ from typing import Any
 MISSING = "—"
 
 
-def number(value: Any, signed: bool = False) -> str:
-    """A number rounded for reading: 3 decimals below 1, fewer above (BLEU 21.3, rate 0.023)."""
+def decimals(*values: Any) -> int:
+    """Decimals to read a number by (3 below 1, fewer above: BLEU 21.3, rate 0.023), set by the
+    largest of `values` so an estimate and its CI bounds are written alike."""
+    finite = [abs(float(v)) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    largest = max(finite, default=0.0)
+    return 0 if largest >= 100 else 1 if largest >= 10 else 2 if largest >= 1 else 3
+
+
+def number(value: Any, signed: bool = False, places: int | None = None) -> str:
     if value is None or isinstance(value, bool):
         return MISSING
     x = float(value)
     if not math.isfinite(x):
         return str(x)
-    decimals = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2 if abs(x) >= 1 else 3
-    return f"{x:+.{decimals}f}" if signed else f"{x:.{decimals}f}"
+    places = decimals(x) if places is None else places
+    return f"{x:+.{places}f}" if signed else f"{x:.{places}f}"
 
 
-def interval(ci: Any, signed: bool = False) -> str:
-    """`[lo, hi]`, or nothing when the CI is missing."""
-    if not isinstance(ci, list | tuple) or len(ci) != 2 or None in ci:
-        return ""
-    return f"[{number(ci[0], signed)}, {number(ci[1], signed)}]"
+def _with_ci(value: Any, ci: Any, signed: bool = False) -> str:
+    """`value [lo, hi]`, all with one number of decimals; the bracket left out without a CI."""
+    has_ci = isinstance(ci, list | tuple) and len(ci) == 2 and None not in ci
+    places = decimals(value, *(ci if has_ci else ()))
+    text = number(value, signed, places)
+    if has_ci:
+        text += f" [{number(ci[0], signed, places)}, {number(ci[1], signed, places)}]"
+    return text
 
 
 def estimate(value: dict | None) -> str:
     """`estimate [lo, hi]` of a {"estimate", "ci", ...} entry."""
     if not value or value.get("estimate") is None:
         return MISSING
-    return f"{number(value['estimate'])} {interval(value.get('ci'))}".rstrip()
+    return _with_ci(value["estimate"], value.get("ci"))
 
 
 def p_value(p: Any) -> str:
@@ -51,7 +61,7 @@ def difference(test: dict | None, prefix: str = "") -> str:
     """`Δ [lo, hi]` over `p_holm …`: bold when significant, `n.s.` when not."""
     if not test or test.get("difference") is None:
         return MISSING
-    delta = f"{prefix}{number(test['difference'], True)} {interval(test.get('ci'), True)}".strip()
+    delta = prefix + _with_ci(test["difference"], test.get("ci"), signed=True)
     significant = is_significant(test)
     if significant:
         delta = f"**{delta}**"

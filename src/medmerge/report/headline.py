@@ -59,7 +59,9 @@ def _model_cell(metric: dict, key: str) -> str:
     cell = cells.estimate((metric.get("values") or {}).get(key))
     spread = (metric.get("seed_spread") or {}).get(key)
     if spread and spread.get("min") is not None:
-        cell += f"\nseeds {cells.number(spread['min'])}–{cells.number(spread['max'])}"
+        places = cells.decimals(spread["min"], spread["max"])
+        low, high = (cells.number(spread[k], places=places) for k in ("min", "max"))
+        cell += f"\nseeds {low}–{high}"
     return cell
 
 

@@ -10,10 +10,11 @@ from medmerge.report.render import Doc
 from medmerge.run_layout import RunLayout
 
 HOW_TO = (
-    "Each row is what the evaluation would have reported had the pipeline made that mistake "
-    "(greedy decoding; estimate [95 % CI]); under each number, Δ is its paired difference from "
-    "the true merge with the Holm-adjusted p (bold = significant, n.s. = not); the last "
-    "columns are what `verify` or the template guard said about it, in its own words."
+    "Each column after the first is what the evaluation would have reported had the pipeline "
+    "made that mistake (greedy decoding; estimate [95 % CI]), beside the true merge's; under "
+    "each number, Δ is its paired difference from the true merge with the Holm-adjusted p "
+    "(bold = significant, n.s. = not). The second table says what each mistake was and what "
+    "`verify` or the template guard said about it, in its own words."
 )
 # labels for runs without headline.json to take them from
 _LABELS = {
@@ -47,44 +48,53 @@ def _test_names(rows: list[dict], name: str) -> str:
     return ", ".join(sorted(t for t in tests if t))
 
 
-def _header(mistakes: dict, names: list[str], labels: dict[str, str]) -> list[str]:
-    rows = mistakes.get("rows") or []
-    header = ["evaluated as the merge"]
-    for name in names:
-        test = _test_names(rows, name)
-        header.append(labels.get(name, name) + (f"\nΔ: {test}" if test else ""))
-    return [*header, "caught by", "verdict (exit code)", "what it said"]
+def _label(row: dict) -> str:
+    return f"**{row.get('label') or row.get('key') or '?'}**"
 
 
-def _mistake_row(row: dict, names: list[str]) -> list[str]:
-    what = f"\n{row['what']}" if row.get("what") else ""
-    cells_ = [f"**{row.get('label') or row.get('key') or '?'}**{what}"]
-    for name in names:
-        value = cells.estimate((row.get("metrics") or {}).get(name))
-        test = (row.get("tests") or {}).get(name)
-        cells_.append(f"{value}\n{cells.difference(test, 'Δ ')}" if test else value)
-    exit_code = row.get("exit_code")
-    verdict = row.get("verdict") or cells.MISSING
-    cells_.append(row.get("caught_by") or "nothing: not caught")
-    cells_.append(verdict + (f" ({exit_code})" if exit_code is not None else ""))
-    cells_.append(str(row.get("diagnosis") or cells.MISSING))
-    return cells_
+def _cell(row: dict, name: str) -> str:
+    value = cells.estimate((row.get("metrics") or {}).get(name))
+    test = (row.get("tests") or {}).get(name)
+    return f"{value}\n{cells.difference(test, 'Δ ')}" if test else value
 
 
 def mistakes_table(mistakes: dict, labels: dict[str, str]) -> tuple[list[str], list[list[str]]]:
-    """The true merge first, then one row per mistake."""
-    names = _metric_names(mistakes)
+    """What each would have reported: one row per metric, the true merge's column first, then
+    one column per mistake, so each number sits beside the true one."""
+    rows = mistakes.get("rows") or []
     true_merge = mistakes.get("true_merge") or {}
-    first = [f"**{true_merge.get('label') or 'true merge'}**\nthe reference of every Δ"]
-    first += [cells.estimate((true_merge.get("metrics") or {}).get(n)) for n in names]
-    first += ["(reference)", cells.MISSING, cells.MISSING]
-    rows = [first] + [_mistake_row(r, names) for r in mistakes.get("rows") or []]
-    return _header(mistakes, names, labels), rows
+    header = ["metric (Δ: its test)", f"{true_merge.get('label') or 'true merge'} (reference)"]
+    header += [r.get("label") or r.get("key") or "?" for r in rows]
+    body = []
+    for name in _metric_names(mistakes):
+        test = _test_names(rows, name)
+        first = labels.get(name, name) + (f"\nΔ: {test}" if test else "")
+        truth = cells.estimate((true_merge.get("metrics") or {}).get(name))
+        body.append([first, truth, *(_cell(r, name) for r in rows)])
+    return header, body
+
+
+def _verdict(row: dict) -> str:
+    """`**verify: WRONG** (exit 1)`."""
+    caught_by, verdict = row.get("caught_by"), row.get("verdict") or cells.MISSING
+    exit_code = row.get("exit_code")
+    head = f"**{caught_by}: {verdict}**" if caught_by else f"**not caught** ({verdict})"
+    return head + (f" (exit {exit_code})" if exit_code is not None else "")
+
+
+def checks_table(mistakes: dict) -> tuple[list[str], list[list[str]]]:
+    """What each mistake was and what `verify` or the template guard said, in its own words."""
+    missing = cells.MISSING
+    rows = [
+        [_label(r), str(r.get("what") or missing), _verdict(r), str(r.get("diagnosis") or missing)]
+        for r in mistakes.get("rows") or []
+    ]
+    return ["mistake", "what the pipeline did", "caught by", "what it said"], rows
 
 
 def _claimed_line(mistakes: dict) -> str:
     claimed = mistakes.get("claimed") or {}
-    weights = ", ".join(f"{k} {cells.number(w)}" for k, w in (claimed.get("weights") or {}).items())
+    weights = ", ".join(f"{k} {w:g}" for k, w in (claimed.get("weights") or {}).items())
     template = claimed.get("template") or cells.MISSING
     return f"Every row claims to be the merge {weights or cells.MISSING} under template {template}."
 
@@ -97,3 +107,4 @@ def render_mistakes(doc: Doc, run: RunLayout, headline: dict | None) -> None:
     doc.how_to_read(HOW_TO)
     doc.p(_claimed_line(mistakes))
     doc.table(*mistakes_table(mistakes, _labels(headline)))
+    doc.table(*checks_table(mistakes))

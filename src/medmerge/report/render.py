@@ -10,10 +10,10 @@ from typing import Any
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.4}.scroll{overflow-x:auto;margin:.5em 0 1.5em}
-table{border-collapse:collapse;font-size:13px}
-td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top;
-max-width:34em;overflow-wrap:break-word}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+table{border-collapse:collapse;font-size:12.5px}
+td,th{border:1px solid #ccc;padding:3px 5px;text-align:left;vertical-align:top;
+max-width:34em;overflow-wrap:break-word}th{background:#f0f0f0}td.num{text-align:right}
+td.text{min-width:16em}.nw{white-space:nowrap}img{max-width:100%;border:1px solid #eee}
 pre{background:#f7f7f7;padding:.5em;overflow:auto;font-size:12px;white-space:pre-wrap;
 overflow-wrap:anywhere}h2{margin-top:1.6em}figure{margin:.5em 0}
 .note{border-left:5px solid #d95f0e;background:#fff4e5;padding:.6em 1em;margin:1em 0}
@@ -131,6 +131,20 @@ _MARKDOWN = {
 }
 
 
+# an estimate with its CI and a test's p are read as one unit: never broken across lines
+_UNBROKEN = re.compile(
+    r"(?:Δ )?[+-]?[\d.]+(?:e-?\d+)? \[[^\]<]*\]|p_holm (?:=|&lt;) [\d.e-]+|\([^)<]{1,12}\)(?: [↑↓])?"
+)
+_NUMERIC = re.compile(r"^(\*\*)?(Δ )?[+-]?(\d|\.\d|—$)")
+
+
+def _html_cell(text: str) -> str:
+    """A cell: numbers right-aligned and unbroken, long prose given room to wrap."""
+    inner = _UNBROKEN.sub(lambda m: f"<span class='nw'>{m.group(0)}</span>", _inline(text))
+    kind = " class='num'" if _NUMERIC.match(text) else " class='text'" if len(text) > 60 else ""
+    return f"<td{kind}>{inner}</td>"
+
+
 def _html_table(value: tuple[list[str], list[list[str]]]) -> str:
     header, rows = value
     lines = [
@@ -138,7 +152,7 @@ def _html_table(value: tuple[list[str], list[list[str]]]) -> str:
         + "".join(f"<th>{_inline(h)}</th>" for h in header)
         + "</tr>"
     ]
-    lines += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows]
+    lines += ["<tr>" + "".join(_html_cell(c) for c in r) + "</tr>" for r in rows]
     return "\n".join(lines) + "</table></div>"
 
 
