@@ -9,6 +9,15 @@ from typing import Any
 MISSING = "—"
 
 
+def plain(value: Any) -> str:
+    """A table value without uncertainty: 4 significant digits, yes/no, blank for none."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
 def decimals(*values: Any) -> int:
     """Decimals to read a number by (3 below 1, fewer above: BLEU 21.3, rate 0.023), set by the
     largest of `values` so an estimate and its CI bounds are written alike."""

@@ -102,7 +102,8 @@ def _context_line(headline: dict) -> str:
         if suite.get("name"):
             suites.append(f"{kind}: {suite['name']} (n = {suite.get('n', cells.MISSING)} items)")
     decodings = [
-        f"{d.get('name')} = {d.get('description') or d.get('name')}"
+        str(d.get("name"))
+        + (f" ({d['description']})" if d.get("description") not in (None, d.get("name")) else "")
         for d in headline.get("decodings") or []
     ]
     parts = [f"template {headline['template']}"] if headline.get("template") else []

@@ -16,6 +16,7 @@ max-width:34em;overflow-wrap:break-word}th{background:#f0f0f0}td.num{text-align:
 td.text{min-width:16em}.nw{white-space:nowrap}img{max-width:100%;border:1px solid #eee}
 pre{background:#f7f7f7;padding:.5em;overflow:auto;font-size:12px;white-space:pre-wrap;
 overflow-wrap:anywhere}h2{margin-top:1.6em}figure{margin:.5em 0}
+figure.half{display:inline-block;width:49%;margin-right:1%;vertical-align:top}
 .note{border-left:5px solid #d95f0e;background:#fff4e5;padding:.6em 1em;margin:1em 0}
 .howto{color:#555;font-size:14px;border-left:3px solid #9ecae1;padding-left:.6em}"""
 
@@ -84,11 +85,12 @@ class Doc:
             cells = [[public_names(str(c)) for c in r] for r in rows]
             self.blocks.append(("table", ([public_names(h) for h in header], cells)))
 
-    def image(self, path: Path, caption: str) -> None:
+    def image(self, path: Path, caption: str, half: bool = False) -> None:
+        """A PNG if it exists; `half` ones sit two to a row in the HTML."""
         if path.is_file():
             name = f"{len(self.images):02d}_{path.parent.name}_{path.name}"
             self.images.append((path, name))
-            self.blocks.append(("img", (path, name, public_names(caption))))
+            self.blocks.append(("img", (path, name, public_names(caption), half)))
 
     def details(self, summary: str, text: str) -> None:
         self.blocks.append(("details", (public_names(summary), public_names(text))))
@@ -156,11 +158,11 @@ def _html_table(value: tuple[list[str], list[list[str]]]) -> str:
     return "\n".join(lines) + "</table></div>"
 
 
-def _html_image(value: tuple[Path, str, str]) -> str:
+def _html_image(value: tuple[Path, str, str, bool]) -> str:
     data = base64.b64encode(value[0].read_bytes()).decode("ascii")
     caption = html.escape(value[2])
     return (
-        f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'>"
+        f"<figure{' class=half' if value[3] else ''}><img alt='{caption}' src='data:image/png;base64,{data}'>"
         f"<figcaption>{caption}</figcaption></figure>"
     )
 
