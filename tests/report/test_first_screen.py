@@ -203,3 +203,21 @@ def test_the_models_answers_show_side_by_side_verbatim_and_escaped(fixture_run):
     assert "&lt;think&gt;<br>The patient asks about heel pain.<br>&lt;/think&gt;" in rows[0]
     assert rows[1].endswith("| How is Lyme disease tested? | — |")  # PT-only gave one example
     assert "&lt;think&gt;<br>The patient asks" in html and "<think>" not in html
+
+
+def test_a_mistake_no_check_caught_says_so_and_medmerges_own_refusal_shows():
+    from medmerge.report.mistakes import checks_table
+
+    passed = {"label": "x", "caught_by": "verify", "verdict": "EXACT", "exit_code": 0}
+    guarded = {
+        "label": "y",
+        "caught_by": "verify",
+        "verdict": "WRONG",
+        "exit_code": 1,
+        "diagnosis": "d",
+        "guard": "medmerge merge refused the later run: exists",
+    }
+    _, rows = checks_table({"rows": [passed, guarded]})
+    assert rows[0][2] == "**verify: EXACT** (exit 0)\n**not caught**" and rows[0][3] == "—"
+    assert rows[1][2] == "**verify: WRONG** (exit 1)"
+    assert rows[1][3] == "d\nmedmerge merge refused the later run: exists"

@@ -75,18 +75,25 @@ def mistakes_table(mistakes: dict, labels: dict[str, str]) -> tuple[list[str], l
 
 
 def _verdict(row: dict) -> str:
-    """`**verify: WRONG** (exit 1)`."""
+    """`**verify: WRONG** (exit 1)`; a check that passed the mistake says it was not caught."""
     caught_by, verdict = row.get("caught_by"), row.get("verdict") or cells.MISSING
     exit_code = row.get("exit_code")
-    head = f"**{caught_by}: {verdict}**" if caught_by else f"**not caught** ({verdict})"
-    return head + (f" (exit {exit_code})" if exit_code is not None else "")
+    head = f"**{caught_by}: {verdict}**" if caught_by else f"{verdict}"
+    head += f" (exit {exit_code})" if exit_code is not None else ""
+    return head + ("\n**not caught**" if exit_code == 0 or not caught_by else "")
+
+
+def _said(row: dict) -> str:
+    """The checker's own words, and what medmerge said while the mistake was made (`guard`)."""
+    said = str(row.get("diagnosis") or cells.MISSING)
+    return said + (f"\n{row['guard']}" if row.get("guard") else "")
 
 
 def checks_table(mistakes: dict) -> tuple[list[str], list[list[str]]]:
     """What each mistake was and what `verify` or the template guard said, in its own words."""
     missing = cells.MISSING
     rows = [
-        [_label(r), str(r.get("what") or missing), _verdict(r), str(r.get("diagnosis") or missing)]
+        [_label(r), str(r.get("what") or missing), _verdict(r), _said(r)]
         for r in mistakes.get("rows") or []
     ]
     return ["mistake", "what the pipeline did", "caught by", "what it said"], rows
