@@ -60,6 +60,19 @@ class TensorEntry:
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
+    def rows(self, start: int, stop: int) -> TensorEntry:
+        """Rows start..stop of this tensor (its first dimension), as an entry of their own:
+        a row-major tensor's rows are one contiguous byte range."""
+        row_bytes = self.nbytes // self.shape[0]
+        return TensorEntry(
+            self.name,
+            self.file,
+            self.dtype,
+            (stop - start, *self.shape[1:]),
+            self.start + start * row_bytes,
+            self.start + stop * row_bytes,
+        )
+
 
 def read_header(file: Path) -> list[TensorEntry]:
     """The tensors of one safetensors file, in the order their bytes appear.
@@ -241,14 +254,23 @@ def read_ahead(
 
     Two reused buffers alternate: a tensor stays valid until the next one after it is asked for.
     """
+    entries = [checkpoint.entries[name] for name in names]
+    return read_entries_ahead(entries, scratch, reader, f"read-{id(checkpoint)}")
+
+
+def read_entries_ahead(
+    entries: list[TensorEntry], scratch: Scratch, reader: ThreadPoolExecutor, role: str
+) -> Iterator[torch.Tensor]:
+    """`read_ahead` of byte ranges (whole tensors or runs of their rows), in scratch's two
+    `role` buffers."""
 
     def read(index: int) -> torch.Tensor:
-        entry = checkpoint.entries[names[index]]
-        into = scratch.work(f"read-{id(checkpoint)}-{index % 2}", (entry.nbytes,), torch.uint8)
+        entry = entries[index]
+        into = scratch.work(f"{role}-{index % 2}", (entry.nbytes,), torch.uint8)
         return read_tensor(entry, into)
 
-    pending = reader.submit(read, 0) if names else None
-    for index in range(len(names)):
+    pending = reader.submit(read, 0) if entries else None
+    for index in range(len(entries)):
         current = pending.result()
-        pending = reader.submit(read, index + 1) if index + 1 < len(names) else None
+        pending = reader.submit(read, index + 1) if index + 1 < len(entries) else None
         yield current

@@ -8,7 +8,7 @@ import json
 import queue
 import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +62,9 @@ def shard_names(count: int) -> list[str]:
     return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
 
 
-Payload = torch.Tensor | TensorEntry
+# A tensor's bytes: a tensor, a byte range of a file to copy, or row chunks in order (a
+# tensor streamed a few MB at a time, so memory follows the chunk, not the tensor).
+Payload = torch.Tensor | TensorEntry | Iterator[torch.Tensor]
 
 
 def write_shard(
@@ -92,10 +94,23 @@ def write_shard(
         try:
             writer.put(None, struct.pack("<Q", len(text)) + text)
             for spec, payload in zip(specs, payloads, strict=True):
-                writer.put(spec, payload)
+                if isinstance(payload, Iterator):
+                    _put_chunks(writer, spec, payload)
+                else:
+                    writer.put(spec, payload)
         finally:
             writer.close()
     return weights_digest_of(writer.digest)
+
+
+def _put_chunks(writer: _ShardWriter, spec: OutputSpec, chunks: Iterator[torch.Tensor]) -> None:
+    """Queue a tensor's row chunks as they are made (the chunks are made in this thread)."""
+    count = 0
+    for chunk in chunks:
+        count += chunk.numel() * chunk.element_size()
+        writer.put(None, chunk)
+    if count != spec.nbytes:
+        raise RuntimeError(f"{spec.name}: made {count} bytes in chunks, planned {spec.nbytes}")
 
 
 class _ShardWriter:

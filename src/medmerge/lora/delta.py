@@ -130,12 +130,18 @@ def exact_rows(
     """
     left, right = (A.T, B.T) if transpose else (B, A)  # W + left @ right
     rows, cols = base.shape
-    step = max(1, _BLOCK_BYTES // (8 * cols))
+    step = exact_rows_step(cols)
     block = scratch.work(role, (min(step, rows), cols), torch.float64)
     for start in range(0, rows, step):
         stop = min(start + step, rows)
         exact = block[: stop - start].copy_(base[start:stop]).addmm_(left[start:stop], right)
         yield slice(start, stop), exact
+
+
+def exact_rows_step(cols: int) -> int:
+    """Rows per block of `exact_rows` for a tensor of `cols` columns. Row chunks that are a
+    multiple of it are computed in the very blocks the whole tensor would be."""
+    return max(1, _BLOCK_BYTES // (8 * cols))
 
 
 def is_lora_only(name: str, adapters: Sequence[Adapter]) -> bool:
@@ -160,6 +166,13 @@ class StackedFactors:
     embedding: bool
     bias: torch.Tensor | None  # sum_i w_i s_i b_i, the module bias's change
     parts: tuple[tuple[int, float, LoraFactors], ...]
+
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) restricted to the rows start..stop of the stored tensor, for `exact_rows`
+        on those rows alone (B's rows, or A's columns when the tensor is stored transposed)."""
+        if self.transpose:
+            return self.A[:, start:stop], self.B
+        return self.A, self.B[start:stop]
 
     def scaled(self) -> list[tuple[int, float, torch.Tensor, torch.Tensor]]:
         """(adapter index, weight, s_i B_i, A_i) in fp64 per adapter, B and A swapped when the

@@ -1,7 +1,9 @@
-"""Stream a merged full checkpoint: read a base tensor, add its delta in fp64, round once, write.
+"""Stream a merged full checkpoint: read base rows, add their delta in fp64, round once, write.
 
-Memory follows the largest tensor (plus the adapters), not the shard and not the model:
-tensors are read and written one at a time, untouched ones copied byte for byte.
+Memory follows a chunk of rows, not the tensor, the shard or the model: a LoRA-changed
+matrix is read, merged and written a few MB of rows at a time with the factors of that one
+module; untouched tensors are copied byte for byte. Only dense methods (ties, dare, ...),
+full module copies and biases hold their whole tensor.
 """
 
 from __future__ import annotations
@@ -24,20 +26,32 @@ from medmerge.checkpoints import (
     OutputSpec,
     Payload,
     Scratch,
+    TensorEntry,
     output_dtype,
     parse_size,
     plan_shards,
-    read_ahead,
+    read_entries_ahead,
+    read_tensor,
     shard_names,
     write_index,
     write_shard,
 )
 from medmerge.errors import MergeError
-from medmerge.lora import Adapter, MergeSpec, all_finite, all_touched, merged_weight
+from medmerge.lora import (
+    Adapter,
+    MergeSpec,
+    all_finite,
+    all_touched,
+    get_method,
+    merged_weight,
+    stacked_factors,
+)
+from medmerge.lora.delta import exact_rows, exact_rows_step, is_lora_only
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 _SKIP_FILES = {INDEX_NAME, "pytorch_model.bin.index.json", "medmerge_manifest.json"}
 _CONFIG_DTYPE = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+_CHUNK_BYTES = 2 << 20  # stored bytes of one tensor read, merged and written per step
 
 
 @dataclass
@@ -108,39 +122,102 @@ def _payloads(
     scratch: Scratch,
     reader: ThreadPoolExecutor,
 ) -> Iterator[Payload]:
-    """Each tensor's payload in file order: merged, converted, or a byte range to copy."""
-    bases = read_ahead(job.base, [s.name for s in specs if s.name in touched], scratch, reader)
+    """Each tensor's payload in file order: merged (in row chunks where the method allows),
+    converted, or a byte range to copy. The reader thread reads the next chunk meanwhile."""
+    streamed = {name for name in touched if _streams(job, name)}
+    pieces = {s.name: _pieces(job.base.entries[s.name], s.name in streamed) for s in specs}
+    reads = [piece for s in specs if s.name in touched for piece in pieces[s.name]]
+    bases = read_entries_ahead(reads, scratch, reader, "merge-base")
     for spec in specs:
-        entry = job.base.entries[spec.name]
-        if spec.name in touched:
-            yield _merged(job, spec.name, next(bases), DTYPES[spec.dtype], scratch)
+        entry, dtype = job.base.entries[spec.name], DTYPES[spec.dtype]
+        if spec.name in streamed:
+            yield _merged_chunks(job, spec.name, pieces[spec.name], bases, dtype, scratch)
+        elif spec.name in touched:
+            yield _merged(job, spec.name, next(bases), dtype, scratch)
         elif spec.dtype == entry.dtype:
             yield entry
         else:
-            yield job.base.read(spec.name).to(DTYPES[spec.dtype])
+            yield (read_tensor(piece).to(dtype) for piece in _pieces(entry, True))
+
+
+def _streams(job: MergeJob, name: str) -> bool:
+    """True when tensor `name` can be merged a chunk of rows at a time: a matrix that only
+    LoRA factors change, under a low-rank-exact method (W + B @ A is row by row)."""
+    entry = job.base.entries[name]
+    return (
+        get_method(job.spec.method).low_rank_exact
+        and is_lora_only(name, job.adapters)
+        and len(entry.shape) == 2
+        and entry.nbytes > 0
+    )
+
+
+def _pieces(entry: TensorEntry, chunked: bool) -> list[TensorEntry]:
+    """The byte ranges a tensor is read in: runs of about _CHUNK_BYTES of rows, each a whole
+    number of `exact_rows` blocks (so each block is the one the whole tensor would get), or
+    the whole tensor."""
+    if not chunked or not entry.shape or entry.nbytes == 0:
+        return [entry]
+    rows = entry.shape[0]
+    cols = entry.nbytes // (rows * entry.torch_dtype.itemsize)
+    step = exact_rows_step(cols) if len(entry.shape) == 2 else 1
+    per_chunk = step * max(1, _CHUNK_BYTES // (step * (entry.nbytes // rows)))
+    return [entry.rows(start, min(start + per_chunk, rows)) for start in range(0, rows, per_chunk)]
+
+
+def _merged_chunks(
+    job: MergeJob,
+    name: str,
+    pieces: list[TensorEntry],
+    bases: Iterator[torch.Tensor],
+    dtype: torch.dtype,
+    scratch: Scratch,
+) -> Iterator[torch.Tensor]:
+    """round(W + B @ A) of one tensor, a chunk of rows at a time, with this module's stacked
+    factors (read from the adapter files now, dropped after the last chunk)."""
+    stacked = stacked_factors(name, job.adapters, job.spec.plan)
+    first = 0
+    for _ in pieces:
+        rows = next(bases)
+        stop = first + rows.shape[0]
+        _check_base_copies(job.adapters, name, rows, slice(first, stop))
+        A, B = stacked.rows(first, stop)
+        out = scratch.output(tuple(rows.shape), dtype)
+        for block, exact in exact_rows(rows, A, B, stacked.transpose, scratch):
+            out[block].copy_(exact)
+        _refuse_not_finite(name, out, dtype, scratch)
+        yield out
+        first = stop
 
 
 def _merged(
     job: MergeJob, name: str, base: torch.Tensor, dtype: torch.dtype, scratch: Scratch
 ) -> torch.Tensor:
-    _check_base_copies(job.adapters, name, base)
+    _check_base_copies(job.adapters, name, base, slice(None))
     spec = job.spec
     merged = merged_weight(
         name, job.adapters, spec.plan, base, dtype, spec.method, spec.params, scratch
     )
+    _refuse_not_finite(name, merged, dtype, scratch)
+    return merged
+
+
+def _refuse_not_finite(name: str, merged: torch.Tensor, dtype: torch.dtype, scratch: Scratch):
     if not all_finite(merged):
         scratch.release(merged)
         raise MergeError(
             f"{name}: merged tensor overflows {dtype} (Inf/NaN); use --dtype fp32 or smaller weights"
         )
-    return merged
 
 
-def _check_base_copies(adapters: Sequence[Adapter], name: str, base: torch.Tensor) -> None:
-    """An adapter that saved the base layer (embedding LoRA) must have saved *this* base."""
+def _check_base_copies(
+    adapters: Sequence[Adapter], name: str, base: torch.Tensor, rows: slice
+) -> None:
+    """An adapter that saved the base layer (embedding LoRA) must have saved *this* base
+    (`base` holds the tensor's `rows`)."""
     for adapter in adapters:
         copy = adapter.base_copies.get(name)
-        if copy is not None and not torch.equal(copy.to(base.dtype), base):
+        if copy is not None and not torch.equal(copy[rows].to(base.dtype), base):
             raise MergeError(
                 f"{adapter.path}: its saved copy of base tensor {name!r} differs from --base; "
                 "the adapter was made for another base model, merge it onto that one"
