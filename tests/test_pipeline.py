@@ -218,7 +218,7 @@ def test_stage_folders_come_from_the_run_layout_and_eval_honours_the_backend(
         **cfg.overrides["sweep"], "backend": "vllm", "max_model_len": 64}}})  # fmt: skip
     stages = pipeline.plan_stages(cfg)
     layout = RunLayout.of(cfg.out)
-    assert {s: stages[s].folder for s in STAGES} == {s: layout.folder(s) for s in STAGES}
+    assert {s: stages[s].folder for s in stages} == {s: layout.folder(s) for s in stages}
     assert stages["verify"].artifact == layout.root / STAGE_FOLDERS["merge"] / "verify.json"
     diagnose = stages["diagnose"].cfg  # its ablation runs on the sweep's engine too
     assert (diagnose.backend, diagnose.max_model_len, diagnose.dtype) == ("vllm", 64, "fp32")

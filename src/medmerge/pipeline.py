@@ -1,5 +1,6 @@
 """`medmerge run PIPELINE.yaml`: base -> PT -> SFT -> merge -> verify -> eval -> sweep ->
-audit -> diagnose -> mechanism -> report, each stage skipped when its record shows the same inputs.
+headline -> mistakes -> audit -> diagnose -> mechanism -> report, each stage skipped when its
+record shows the same inputs (headline and mistakes only when the YAML asks for them).
 
 A stage's record (`<out>/.pipeline/<stage>.json`) holds its resolved config, the manifest
 hashes of the artifacts it read and the content hashes of the data files it read; when all
@@ -40,14 +41,16 @@ from medmerge.run_layout import RunLayout
 from medmerge.sweep import SweepConfig, run_sweep
 from medmerge.sweep.config import build_sweep_config
 from medmerge.sweep.diagnose import Ablation, DiagnoseConfig, run_diagnose
+from medmerge.sweep.headline import HeadlineConfig, run_headline
+from medmerge.sweep.mistakes import MistakesConfig, run_mistakes
 from medmerge.sweep.run import checkpoint_rows, data_digest, sweep_folder_problem
 from medmerge.train import TrainConfig, train
 from medmerge.train.checkpoint import partial_dir
 from medmerge.verify import VerifyConfig, run_verify
 
 STAGES = (
-    *("base", "pt", "sft", "merge", "verify", "eval", "sweep", "audit", "diagnose", "mechanism"),
-    "report",
+    *("base", "pt", "sft", "merge", "verify", "eval", "sweep", "headline", "mistakes"),
+    *("audit", "diagnose", "mechanism", "report"),
 )
 _RUN_ONLY_KEYS = ("force", "progress")  # how a stage ran, not what it made
 # The manifest `stage` (and train_stage) of the folder each stage writes; verify writes into
@@ -59,6 +62,8 @@ _MADE_BY = {
     "merge": ("merge", None),
     "verify": ("merge", None),
     "eval": ("eval", None),
+    "headline": ("headline", None),
+    "mistakes": ("mistakes", None),
     "audit": ("audit-leakage", None),
     "diagnose": ("diagnose", None),
     "mechanism": ("mechanism", None),
@@ -69,7 +74,7 @@ _BASE_CORPUS = (
     "pt/medical_abstracts.csv",
     "pt/huatuo_zh_text.jsonl",
     "qa_en/pubmedqa_pqal_sample.json",
-    "qa_en/meqsum_sample.jsonl",
+    "sft_en/genmedgpt_sample.json",
     "mcq_en/dev_HEAD_EN.json",
     "mcq_zh/cmmlu_medical_dev",
 )
@@ -101,6 +106,11 @@ class PipelineConfig(StageConfig):
     weights: dict[str, float] = Field(default_factory=lambda: {"pt": 0.3, "sft": 0.7})
     audit_ngram: int = Field(default=13, ge=1, description="n-gram length of the leakage audit")
     ablation_ranges: list[list[int]] | None = None  # default: each layer alone
+    # SFT-only vs the merge vs PT-only on the sweep's first suites: {decodings: {name: {preset,
+    # max_new_tokens, seeds, description}}}; absent: no headline stage
+    headline: dict[str, Any] | None = None
+    # the broken merges made on purpose and checked ({later_point, wrong_template}); absent: none
+    mistakes: dict[str, Any] | None = None
     stages: list[str] = Field(
         default_factory=lambda: list(STAGES), description="the stages to run, in order"
     )
@@ -242,6 +252,8 @@ RUNNERS: dict[str, Callable[[Any], object]] = {
     "verify": run_verify,
     "eval": partial(run_eval_stage, rows_of=_sweep_rows),
     "sweep": run_sweep,
+    "headline": run_headline,
+    "mistakes": run_mistakes,
     "audit": run_audit,
     "diagnose": run_diagnose,
     "mechanism": run_mechanism,
@@ -317,6 +329,8 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
         **_engine_of(sweep),
     )
     mechanism = _mechanism_config(cfg, sweep, labelled, d)
+    headline = _headline_config(cfg, sweep, labelled, d)
+    mistakes = _mistakes_config(cfg, sweep, labelled, d)
     report = ReportConfig(run_dir=str(layout.root), out=d["report"])
     suites = sweep.data_files()
     stages = [
@@ -327,6 +341,34 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
         Stage("verify", verify, RUNNERS["verify"], layout.verify_report, ["merge"]),
         Stage("eval", evaluation, RUNNERS["eval"], Path(d["eval"]), ["merge"], suites),
         Stage("sweep", sweep, RUNNERS["sweep"], Path(d["sweep"]), ["base", "pt", "sft"], suites),
+        *(
+            [
+                Stage(
+                    "headline",
+                    headline,
+                    RUNNERS["headline"],
+                    Path(d["headline"]),
+                    ["base", "pt", "sft"],
+                    suites,
+                )
+            ]
+            if headline
+            else []
+        ),
+        *(
+            [
+                Stage(
+                    "mistakes",
+                    mistakes,
+                    RUNNERS["mistakes"],
+                    Path(d["mistakes"]),
+                    ["base", "pt", "sft", "merge"],
+                    suites,
+                )
+            ]
+            if mistakes
+            else []
+        ),
         Stage("audit", audit, RUNNERS["audit"], Path(d["audit"]), data=audit.train + audit.eval),
         Stage(
             "diagnose",
@@ -391,6 +433,55 @@ def _mechanism_config(
         decoding=next(iter(sweep.decodings.values())),
         device=sweep.device,
         out=d["mechanism"],
+    )
+
+
+def _first_suites(sweep: SweepConfig) -> dict[str, Any]:
+    return {
+        "gen": sweep.suites.gen[0],
+        "mcq": sweep.suites.mcq[0] if sweep.suites.mcq else None,
+        "template": sweep.templates[0],
+    }
+
+
+def _headline_config(
+    cfg: PipelineConfig, sweep: SweepConfig, labelled: list[dict], d: dict[str, str]
+) -> HeadlineConfig | None:
+    """SFT-only, the exported merge's weights and PT-only on the sweep's first suites."""
+    if cfg.headline is None or not sweep.suites.gen:
+        return None
+    pt, sft = cfg.weights["pt"], cfg.weights["sft"]
+    models = [
+        {"key": "sft", "label": "SFT-only", "weights": [0.0, 1.0]},
+        {"key": "merged", "label": f"merged PT {pt:g} / SFT {sft:g}", "weights": [pt, sft]},
+        {"key": "pt", "label": "PT-only", "weights": [1.0, 0.0]},
+    ]
+    return HeadlineConfig(
+        base=d["base"],
+        adapters=labelled,
+        models=models,
+        **_first_suites(sweep),
+        **{**cfg.headline, **cfg.overrides.get("headline", {})},
+        **_engine_of(sweep),
+        out=d["headline"],
+    )
+
+
+def _mistakes_config(
+    cfg: PipelineConfig, sweep: SweepConfig, labelled: list[dict], d: dict[str, str]
+) -> MistakesConfig | None:
+    if cfg.mistakes is None or not sweep.suites.gen:
+        return None
+    return MistakesConfig(
+        base=d["base"],
+        adapters=labelled,
+        weights=[cfg.weights["pt"], cfg.weights["sft"]],
+        merged=d["merge"],
+        **_first_suites(sweep),
+        decoding=next(iter(sweep.decodings.values())),
+        **{**cfg.mistakes, **cfg.overrides.get("mistakes", {})},
+        **_engine_of(sweep),
+        out=d["mistakes"],
     )
 
 

@@ -19,6 +19,8 @@ STAGE_FOLDERS = {
     "verify": "merged",
     "eval": "eval",
     "sweep": "sweep",
+    "headline": "headline",
+    "mistakes": "mistakes",
     "audit": "audit",
     "diagnose": "diagnostics",
     "mechanism": "mechanism",

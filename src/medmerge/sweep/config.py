@@ -63,6 +63,9 @@ class McqSuite(StageConfig):
     exclude_ids: list[str] = Field(default_factory=list)  # id prefixes to drop, e.g. an exam
     offset: int = Field(default=0, ge=0)
     limit: int | None = Field(default=None, ge=1)
+    # letter: the option's letter after "Answer:" (lm-eval's MMLU style); text: the option's
+    # text (HEAD-QA's and PubMedQA's lm-eval style), the one a tiny model can be scored on
+    continuation: Literal["letter", "text"] = "letter"
 
     def files(self) -> list[str]:
         return list(self.data)

@@ -84,12 +84,13 @@ def evaluate_gen(
 
 
 def evaluate_mcq(backend: Backend, loaded: LoadedMcq, choice: TemplateChoice) -> dict[str, Any]:
-    """Log-likelihood accuracy as `eval mcq` computes it (chat mode, letter continuation)."""
+    """Log-likelihood accuracy as `eval mcq` computes it (chat mode, the suite's continuation)."""
     task = McqTask(
         FORMATS[loaded.language],
         get_template(choice.template),
         backend.tokenizer,
         choice.enable_thinking,
+        continuation=loaded.suite.continuation,
     )
     records = score_loglik(task, loaded.items, [[] for _ in loaded.items], backend)
     summary = summarize(records, "loglik")
