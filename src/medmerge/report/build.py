@@ -4,6 +4,7 @@ stages wrote (images embedded as data URIs, no network). Missing stages are skip
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from pydantic import Field
@@ -252,14 +253,15 @@ def build_report(cfg: ReportConfig) -> int:
             "pass the `out` folder of `medmerge run`"
         )
     out = Path(cfg.out) if cfg.out else layout.folder("report")
-    doc = Doc(f"medmerge report — {run.name}")
-    for section in SECTIONS:
-        section(doc, layout)
-    with staged_output(out, cfg.force, inputs=[run], stage="report") as folder:
-        for source, name in doc.images:
-            shutil.copyfile(source, folder / name)
-        (folder / "report.md").write_text(doc.markdown(), "utf-8")
-        (folder / "report.html").write_text(doc.html(), "utf-8")
-        write_manifest(folder, "report", {"config": cfg.model_dump()})
+    with tempfile.TemporaryDirectory(prefix="medmerge-report-") as scratch:
+        doc = Doc(f"medmerge report — {run.name}", scratch=Path(scratch))
+        for section in SECTIONS:
+            section(doc, layout)
+        with staged_output(out, cfg.force, inputs=[run], stage="report") as folder:
+            for source, name in doc.images:
+                shutil.copyfile(source, folder / name)
+            (folder / "report.md").write_text(doc.markdown(), "utf-8")
+            (folder / "report.html").write_text(doc.html(), "utf-8")
+            write_manifest(folder, "report", {"config": cfg.model_dump()})
     print(f"report: {out / 'report.html'} (and report.md)")
     return 0

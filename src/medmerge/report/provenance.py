@@ -9,6 +9,7 @@ from pathlib import Path
 from medmerge.manifest import read_manifest, sha256_file
 from medmerge.report.cells import plain
 from medmerge.report.headline import read_json
+from medmerge.report.plots import plot_loss_curve
 from medmerge.report.render import Doc
 from medmerge.run_layout import RunLayout
 
@@ -61,6 +62,21 @@ def configs(doc: Doc, run: RunLayout) -> None:
         )
 
 
+def _loss_curve(doc: Doc, name: str, folder: Path) -> Path:
+    """The adapter's loss curve drawn again from its log, titled with the folder's final name
+    (a curve drawn at training time by an older medmerge names its staging folder); the
+    stored PNG where there is no readable log."""
+    log, stored = folder / "loss_log.jsonl", folder / "loss_curve.png"
+    if doc.scratch is None or not log.is_file():
+        return stored
+    target = doc.scratch / folder.name / "loss_curve.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return plot_loss_curve(log, target, f"{name.upper()} loss — {folder.name}")
+    except (ValueError, KeyError, TypeError):  # json's decode error is a ValueError
+        return stored
+
+
 def _training_row(name: str, manifest: dict) -> list[str]:
     keys = ("steps", "loss_first", "loss_last", "eval_loss_last", "template", "enable_thinking")
     return [name, *(plain(manifest.get(k)) for k in keys)]
@@ -70,9 +86,8 @@ def training(doc: Doc, run: RunLayout) -> None:
     """Each adapter's steps and losses, then its loss curves side by side."""
     folders = {name: run.folder(name) for name in ("pt", "sft")}
     manifests = {n: read_manifest(f) for n, f in folders.items() if f.is_dir()}
-    curves = [
-        (n, f / "loss_curve.png") for n, f in folders.items() if (f / "loss_curve.png").is_file()
-    ]
+    curves = [(n, _loss_curve(doc, n, f)) for n, f in folders.items()]
+    curves = [(n, c) for n, c in curves if c.is_file()]
     if not curves and not any(manifests.values()):
         return
     doc.h2("Training")

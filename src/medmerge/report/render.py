@@ -56,8 +56,9 @@ HOW_TO_READ = "How to read this: "
 class Doc:
     """The report's blocks in order; every text goes through `public_names` on the way in."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, scratch: Path | None = None) -> None:
         self.title = public_names(title)
+        self.scratch = scratch  # where sections draw images of their own while the report is built
         self.blocks: list[tuple[str, Any]] = []
         self.images: list[tuple[Path, str]] = []  # (source, name in the report folder)
 
