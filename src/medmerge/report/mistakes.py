@@ -16,13 +16,13 @@ HOW_TO = (
     "(bold = significant, n.s. = not). The second table says what each mistake was and what "
     "`verify` or the template guard said about it, in its own words."
 )
-# labels for runs without headline.json to take them from
+# labels for runs without headline.json (which names each metric's unit) to take them from
 _LABELS = {
-    "bleu4": "BLEU-4 (0–100)",
-    "rougeL": "ROUGE-L (0–1)",
-    "accuracy": "MCQ accuracy (0–1)",
-    "think_tag_rate": "think-tag rate (0–1)",
-    "marker_rate": "marker rate (0–1)",
+    "bleu4": "BLEU-4",
+    "rougeL": "ROUGE-L",
+    "accuracy": "MCQ accuracy",
+    "think_tag_rate": "think-tag rate",
+    "marker_rate": "reasoning-marker rate",
     "answer_tokens": "answer length (tokens)",
 }
 
