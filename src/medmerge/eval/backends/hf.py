@@ -27,6 +27,7 @@ from medmerge.eval.backends.base import (
     model_source_identity,
     spec_plan,
 )
+from medmerge.eval.backends.greedy import greedy_generate, plain_greedy
 from medmerge.eval.backends.packed_scoring import group_by_prefix, score_packed
 from medmerge.eval.config import EngineSettings, ModelSpec
 from medmerge.loading import load_causal_lm, load_tokenizer
@@ -203,14 +204,29 @@ class HFBackend:
     def generate(
         self, prompts: Sequence[str], decoding: dict[str, Any], stop_ids: Sequence[int]
     ) -> list[Generation]:
-        """Batched generation with left padding and the KV cache; stops at any of `stop_ids`."""
+        """Batched generation with left padding and the KV cache; stops at any of `stop_ids`.
+        Prompts go longest first, so a batch holds prompts of similar length; plain greedy
+        decoding drops each row as it finishes (greedy.py), anything else is model.generate."""
         torch.manual_seed(int(decoding.get("seed", 0)))
-        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        fast = plain_greedy(self.model, decoding)
         results: list[Generation | None] = [None] * len(prompts)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            outputs = self._generate_batch([prompts[i] for i in batch], decoding, list(stop_ids))
+            if fast:
+                rows = greedy_generate(
+                    self.model,
+                    [encoded[i] for i in batch],
+                    int(decoding["max_new_tokens"]),
+                    list(stop_ids),
+                    self.pad_id,
+                )
+                outputs = [decode_generation(self.tokenizer, ids, stop_ids) for ids in rows]
+            else:
+                outputs = self._generate_batch(
+                    [prompts[i] for i in batch], decoding, list(stop_ids)
+                )
             for index, generation in zip(batch, outputs, strict=True):
                 results[index] = generation
         return [r for r in results if r is not None]

@@ -1,0 +1,117 @@
+"""Greedy decoding that drops finished rows, with model.generate's outputs.
+
+`model.generate` keeps every row of a batch in every step until the last row stops, so a
+batch costs its longest answer times the batch size. Here a row leaves the batch (and its
+KV cache) as soon as it emits a stop token, and the loop does only what greedy decoding
+needs: one forward, an argmax and the cache. The inputs are the ones generate builds (left
+padding, positions = cumulative mask - 1, the 2-D mask grown by one per step), so the
+tokens are the same (tests/eval/test_backends_speedpaths.py). Only plain greedy decoding
+takes this path: sampling, banned words, or a generation config that changes the logits
+(repetition penalty and the like) go through model.generate.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+# generation-config settings under which greedy picks are no longer the logits' argmax
+_NEUTRAL = {
+    "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "sequence_bias": (None,),
+    "min_new_tokens": (None, 0),
+    "min_length": (None, 0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "exponential_decay_length_penalty": (None,),
+    "renormalize_logits": (None, False),
+    "watermarking_config": (None,),
+}
+
+
+def plain_greedy(model: Any, decoding: dict[str, Any]) -> bool:
+    """Whether greedy picks are the argmax of the model's logits under `decoding` and the
+    model's own generation config (a Qwen2.5 folder's repetition_penalty 1.05 is not)."""
+    if decoding.get("do_sample") or decoding.get("answer_only"):
+        return False
+    config = getattr(model, "generation_config", None)
+    if config is None:
+        return True
+    return all(getattr(config, key, None) in ok for key, ok in _NEUTRAL.items())
+
+
+def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[index, width - len(row) :] = 1
+    return ids, mask
+
+
+def cache_argument(model: Any) -> str:
+    """The forward's name for the KV cache: `cache` from transformers 5.24 (the old name
+    past_key_values is still read, with a warning, until 5.40)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _prefill(model: Any, rows: Sequence[list[int]], pad_id: int) -> tuple:
+    """(last-position logits, cache, mask, last positions) after the left-padded prompts."""
+    from transformers import DynamicCache
+
+    ids, mask = _left_pad(rows, pad_id)
+    ids, mask = ids.to(model.device), mask.to(model.device)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_argument(model): cache},
+    ).logits
+    return logits, cache, mask, positions[:, -1:]
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: Any, rows: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int], pad_id: int
+) -> list[list[int]]:
+    """Greedy continuations of the token `rows` (one batch), each ending at its first stop
+    token (kept) or after `max_new_tokens`; a finished row leaves the batch at once."""
+    logits, cache, mask, position = _prefill(model, rows, pad_id)
+    stops = torch.tensor(list(stop_ids) or [-1], device=model.device)
+    generated: list[list[int]] = [[] for _ in rows]
+    alive = list(range(len(rows)))  # row numbers still in the batch, in batch order
+    for step in range(max_new_tokens):
+        picked = logits[:, -1].argmax(-1)
+        for row, token in zip(alive, picked.tolist(), strict=True):
+            generated[row].append(token)
+        going = ~torch.isin(picked, stops)
+        if step == max_new_tokens - 1 or not bool(going.any()):
+            break
+        if not bool(going.all()):
+            keep = going.nonzero().flatten()
+            cache.reorder_cache(keep)
+            mask, position, picked = mask[keep], position[keep], picked[keep]
+            alive = [alive[k] for k in keep.tolist()]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=-1)
+        position = position + 1
+        logits = model(
+            input_ids=picked[:, None],
+            attention_mask=mask,
+            position_ids=position,
+            use_cache=True,
+            **{cache_argument(model): cache},
+        ).logits
+    return generated
