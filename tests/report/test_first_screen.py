@@ -221,3 +221,11 @@ def test_a_mistake_no_check_caught_says_so_and_medmerges_own_refusal_shows():
     assert rows[0][2] == "**verify: EXACT** (exit 0)\n**not caught**" and rows[0][3] == "—"
     assert rows[1][2] == "**verify: WRONG** (exit 1)"
     assert rows[1][3] == "d\nmedmerge merge refused the later run: exists"
+
+
+def test_without_a_sweep_plot_there_is_no_empty_trade_off_section(fixture_run):
+    (fixture_run / "sweep" / "tradeoff.png").unlink()
+    md, _ = _build(fixture_run)
+    assert "## The trade-off" not in md
+    headline = _section(md, "The headline: SFT-only vs merged PT 0.3 / SFT 0.7 vs PT-only")
+    assert "**No weight is significantly better than the reference:**" in headline

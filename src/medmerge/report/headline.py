@@ -170,13 +170,16 @@ def render_first_screen(doc: Doc, run: RunLayout, headline: dict, sweep_table: d
     doc.p(_context_line(headline))
     doc.table(*model_table(headline))
     doc.bullets([str(f) for f in headline.get("findings") or []])
-    points = len({r.get("point") for r in (sweep_table or {}).get("rows") or []})
-    doc.h2(f"The trade-off across {points} merge weights" if points else "The trade-off")
-    doc.how_to_read(TRADEOFF_HOW_TO)
-    doc.image(
-        stage_folder(run, "sweep") / "tradeoff.png",
-        "BLEU-4, multiple-choice accuracy and think-tag rate against the PT weight (95 % CI bands)",
-    )
+    plot = stage_folder(run, "sweep") / "tradeoff.png"
+    if plot.is_file():  # without a sweep the recommendation closes the headline section
+        points = len({r.get("point") for r in (sweep_table or {}).get("rows") or []})
+        doc.h2(f"The trade-off across {points} merge weights" if points else "The trade-off")
+        doc.how_to_read(TRADEOFF_HOW_TO)
+        doc.image(
+            plot,
+            "BLEU-4, multiple-choice accuracy and think-tag rate against the PT weight "
+            "(95 % CI bands)",
+        )
     recommendation = headline.get("recommendation") or sweep_recommendation(sweep_table)
     doc.p(recommendation_line(recommendation))
 
