@@ -190,8 +190,16 @@ def stacked_factors(name: str, adapters: Sequence[Adapter], plan: WeightPlan) ->
     parts = tuple(
         (i, weights[i], a.factors[name]) for i, a in enumerate(adapters) if name in a.factors
     )
-    A = torch.cat([f.A.double() for _, _, f in parts])
-    B = torch.cat([f.B.double() * (w * f.scale) for _, w, f in parts], dim=1)
+    rank = sum(f.rank for _, _, f in parts)
+    # Filled in place, one adapter's factors read at a time: no fp64 temporaries per part.
+    A = torch.empty((rank, parts[0][2].in_features), dtype=torch.float64)
+    B = torch.empty((parts[0][2].out_features, rank), dtype=torch.float64)
+    start = 0
+    for _, weight, factors in parts:
+        stop = start + factors.rank
+        A[start:stop].copy_(factors.A)
+        B[:, start:stop].copy_(factors.B).mul_(weight * factors.scale)
+        start = stop
     biases = [f.bias.double() * (w * f.scale) for _, w, f in parts if f.has_bias]
     first = parts[0][2]
     return StackedFactors(
