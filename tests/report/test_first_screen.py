@@ -126,7 +126,8 @@ def test_hostile_text_is_escaped_in_html_and_markdown(fixture_run):
     md, html = _build(fixture_run)
     assert "<script" not in html and "<script" not in md
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co | pipe" in html
-    assert "&lt;script&gt;alert('x')&lt;/script&gt; &amp; co \\| pipe" in md  # a cell, | escaped
+    assert "&lt;script>alert('x')&lt;/script> & co \\| pipe" in md  # a cell, | escaped
+    assert "(p_holm < 0.001)" in md  # a `<` that opens no tag stays readable
     assert "w² (max relative residual 2e-7 under that hypothesis)<br>run: medmerge" in html
 
 
@@ -200,7 +201,7 @@ def test_the_models_answers_show_side_by_side_verbatim_and_escaped(fixture_run):
     section = _section(md, "What the models answered (first items, greedy)")
     rows = [line for line in section.splitlines() if line.startswith("| meqsum-")]
     assert rows[0].startswith("| meqsum-0007 | What are the treatments for plantar fasciitis? |")
-    assert "&lt;think&gt;<br>The patient asks about heel pain.<br>&lt;/think&gt;" in rows[0]
+    assert "&lt;think><br>The patient asks about heel pain.<br>&lt;/think>" in rows[0]
     assert rows[1].endswith("| How is Lyme disease tested? | — |")  # PT-only gave one example
     assert "&lt;think&gt;<br>The patient asks" in html and "<think>" not in html
 

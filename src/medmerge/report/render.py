@@ -32,10 +32,16 @@ def public_names(text: str) -> str:
 
 
 def _md_text(text: str) -> str:
-    """Markdown text with HTML markup outside `code spans` escaped, so a hostile string shows
-    as text in a Markdown viewer too."""
+    """Markdown text where no HTML can start outside `code spans`: a `<` that could open a tag
+    and an `&` that could start an entity are escaped, so a hostile string shows as text in a
+    Markdown viewer too, while `p < 0.001` stays as it is."""
     parts = re.split(r"(`[^`]*`)", text)
-    return "".join(p if p.startswith("`") else html.escape(p, quote=False) for p in parts)
+    return "".join(p if p.startswith("`") else _md_escape(p) for p in parts)
+
+
+def _md_escape(text: str) -> str:
+    text = re.sub(r"&(?=#?\w+;)", "&amp;", text)
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
 
 
 def _md_cell(text: str) -> str:
