@@ -230,3 +230,20 @@ def test_without_a_sweep_plot_there_is_no_empty_trade_off_section(fixture_run):
     assert "## The trade-off" not in md
     headline = _section(md, "The headline: SFT-only vs merged PT 0.3 / SFT 0.7 vs PT-only")
     assert "**No weight is significantly better than the reference:**" in headline
+
+
+def test_a_mistakes_file_with_null_fields_still_renders(fixture_run):
+    sparse = {
+        "claimed": None,
+        "true_merge": {"label": None, "metrics": {"bleu4": None}},
+        "rows": [{"key": "x", "metrics": None, "tests": None, "verdict": None}],
+    }
+    (fixture_run / "mistakes" / "mistakes.json").write_text(json.dumps(sparse))
+    md, _ = _build(fixture_run)
+    section = _section(md, "Pipeline mistakes: what each would have reported")
+    assert "| BLEU-4 (0–100) ↑ | — | — |" in section
+    assert (
+        "| **x** | — | — (exit None)" not in section
+        and "| **x** | — | —<br>**not caught** | — |" in section
+    )
+    assert "claims to be the merge — under template —" in section
