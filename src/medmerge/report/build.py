@@ -120,11 +120,14 @@ def _verification(doc: Doc, run: RunLayout) -> None:
         "says each adapter was merged with."
     )
     behaviour = report.get("behaviour") or {}
+    value = {k: plain(report.get(k)) or "—" for k in report}
+    verdict = f" ({report['verdict']})" if report.get("verdict") else ""
     doc.p(
-        f"**{'OK' if report.get('ok') else 'FAILED'}** — tensors checked "
-        f"{report.get('tensors_checked')} (touched {report.get('tensors_touched')}), failed "
-        f"{report.get('tensors_failed')}, max ulp error {report.get('max_ulp_error')}, logits "
-        f"max |diff| {plain(behaviour.get('max_abs_diff'))}."
+        f"**{'OK' if report.get('ok') else 'FAILED'}{verdict}** — tensors checked "
+        f"{value.get('tensors_checked', '—')} (touched {value.get('tensors_touched', '—')}), "
+        f"failed {value.get('tensors_failed', '—')}, max ulp error "
+        f"{value.get('max_ulp_error', '—')}, logits max |diff| "
+        f"{plain(behaviour.get('max_abs_diff')) or '—'}."
     )
     doc.table(
         ["adapter", "intended weight", "recovered weight"],
