@@ -20,8 +20,10 @@ from medmerge.report.headline import (
     TRADEOFF_HOW_TO,
     read_headline,
     read_json,
+    recommendation_line,
     render_examples,
     render_first_screen,
+    sweep_recommendation,
 )
 from medmerge.report.mistakes import render_mistakes
 from medmerge.report.provenance import configs, inputs, training
@@ -63,7 +65,7 @@ def _headline(doc: Doc, run: RunLayout) -> None:
         run.folder("sweep") / "tradeoff.png",
         "BLEU-4, accuracy and think rate against the PT weight",
     )
-    _sweep_recommendation(doc, table, "Recommended")
+    _sweep_recommendation(doc, table, claim=True)
     rows = table["rows"]
     labels = table["adapters"]
     first = (rows[0]["template"], rows[0]["decoding"])
@@ -82,18 +84,23 @@ def _headline(doc: Doc, run: RunLayout) -> None:
     )
 
 
-def _sweep_recommendation(doc: Doc, table: dict, claim: str) -> None:
-    """The sweep's own selection rule, its paired test against the reference and power."""
+def _sweep_recommendation(doc: Doc, table: dict, claim: bool) -> None:
+    """The sweep's selection rule and its power warnings; with `claim`, first the weight it
+    recommends, claimed only where its paired test beats the reference."""
     rec = table["recommendation"]
+    verdict = (rec.get("paired_test") or {}).get("verdict")
+    if claim:
+        recommended = sweep_recommendation(table)
+        doc.p(recommendation_line(recommended))
+        verdict = None if verdict and verdict in recommended["text"] else verdict
     if rec.get("point"):
         doc.p(
-            f"**{claim}:** {rec['point']} ({rec['template']}/{rec['decoding']}) — "
-            f"{rec['rule']}; {len(table['pareto'])} Pareto-optimal rows, "
-            f"{rec['feasible']} feasible."
+            f"The sweep's rule: {rec['rule']} ({rec['template']}/{rec['decoding']}); picks "
+            f"{rec['point']} of {rec['feasible']} feasible rows, {len(table['pareto'])} of them "
+            "Pareto-optimal."
         )
-    else:
-        doc.p(f"**No weight meets the constraints** ({rec['rule']}).")
-    verdict = (rec.get("paired_test") or {}).get("verdict")
+    elif not claim:
+        doc.p(f"**No weight meets the sweep's constraints** ({rec['rule']}).")
     if verdict:
         doc.p(f"**Paired test against the reference:** {verdict}.")
     for warning in rec.get("warnings") or []:
@@ -197,7 +204,7 @@ def _sweep(doc: Doc, run: RunLayout) -> None:
         "the bands of the trade-off plot); pareto = no other row is better on every objective."
     )
     if read_headline(run):
-        _sweep_recommendation(doc, table, "The sweep's rule picks (point estimates)")
+        _sweep_recommendation(doc, table, claim=False)
     bench = [k for k in rows[0] if k.endswith(".accuracy")]
     cols = ["point", "template", "decoding", *report_columns(), *bench, "pareto"]
     doc.table(cols, [[plain(r.get(c)) for c in cols] for r in rows])

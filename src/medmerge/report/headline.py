@@ -131,7 +131,8 @@ def sweep_recommendation(table: dict | None) -> dict | None:
     p = test.get("p_value")
     significant = p is not None and p < 0.05 and (test.get("difference") or 0) > 0
     verdict = test.get("verdict")
-    text = f"{rec['point']} — {verdict}" if verdict else f"{rec['point']} ({rec['rule']})"
+    untested = f"the rule's pick ({rec['rule']}), not tested against the reference"
+    text = f"{rec['point']} — {verdict or untested}"
     return {"text": text, "significant": significant and "candidate" not in test}
 
 
