@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from medmerge.checkpoints.direct import DirectFile
 from medmerge.checkpoints.reading import DTYPES, INDEX_NAME, TensorEntry
 from medmerge.manifest import weights_digest_of, weights_hasher
 
@@ -76,7 +77,7 @@ def write_shard(
     """Write one safetensors file tensor by tensor; returns the file's digest (manifest.py).
 
     Hashing and writing run in a thread while the caller computes the next payload;
-    `written(tensor)` is called (in that thread) once a tensor payload is on disk.
+    `written(tensor)` is called (in that thread) once a tensor payload is copied out.
     """
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
@@ -89,7 +90,8 @@ def write_shard(
         offset += spec.nbytes
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    with open(file, "wb") as handle:
+    handle = DirectFile(file)
+    try:
         writer = _ShardWriter(handle, written)
         try:
             writer.put(None, struct.pack("<Q", len(text)) + text)
@@ -100,6 +102,8 @@ def write_shard(
                     writer.put(spec, payload)
         finally:
             writer.close()
+    finally:
+        handle.close()
     return weights_digest_of(writer.digest)
 
 

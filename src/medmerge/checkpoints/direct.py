@@ -1,0 +1,105 @@
+"""Write a file around the page cache (O_DIRECT) where the filesystem allows it.
+
+A merge writes gigabytes that it does not read again. Through the page cache every written
+page is first a freshly allocated page of the kernel's, and on a VM a fresh page can cost a
+host page fault: here, with caches dropped, dd wrote 1.26 GB in 4.5 s (2.0 s of it kernel
+time) through the page cache and in 0.9 s (0.14 s kernel) with O_DIRECT. Bytes are gathered
+in a page-aligned staging buffer and written in whole aligned blocks; the unaligned tail goes
+through an ordinary descriptor. Where O_DIRECT is refused (tmpfs, some network filesystems,
+non-Linux), every byte goes through the ordinary descriptor instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+
+_ALIGN = 4096  # covers 512-byte and 4 KiB logical blocks
+_STAGE_BYTES = 4 << 20
+
+
+class DirectFile:
+    """A write-only file: `write` bytes in order, then `close`."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.direct = _open_direct(path)
+        self._map = mmap.mmap(-1, _STAGE_BYTES)  # anonymous maps are page-aligned
+        self._stage = np.frombuffer(self._map, dtype=np.uint8)
+        self._fill = 0  # bytes staged
+        self._offset = 0  # bytes of the file already written
+
+    def write(self, data) -> int:
+        """Append `data` (bytes, a memoryview or a uint8 numpy array); returns its length."""
+        source = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+        if self.direct is None:
+            self._write_plain(memoryview(source), self._offset)
+            self._offset += len(source)
+            return len(source)
+        done = 0
+        while done < len(source):
+            count = min(len(source) - done, _STAGE_BYTES - self._fill)
+            self._stage[self._fill : self._fill + count] = source[done : done + count]
+            self._fill += count
+            done += count
+            if self._fill == _STAGE_BYTES:
+                self._flush(_STAGE_BYTES)
+        return len(source)
+
+    def close(self) -> None:
+        """Write what is staged (whole blocks directly, the tail plainly) and close."""
+        try:
+            if self._fill:
+                aligned = self._fill - self._fill % _ALIGN
+                if aligned:
+                    self._flush(aligned)
+                if self._fill:
+                    self._write_plain(memoryview(self._map)[: self._fill], self._offset)
+                    self._offset += self._fill
+                    self._fill = 0
+        finally:
+            if self.direct is not None:
+                os.close(self.direct)
+            os.close(self.fd)
+            self._stage = None
+            self._map.close()
+
+    def _flush(self, count: int) -> None:
+        """Write the first `count` staged bytes (a multiple of _ALIGN) at the file's end."""
+        view = memoryview(self._map)
+        try:
+            _write_all(self.direct, view[:count], self._offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            os.close(self.direct)  # the filesystem takes the flag but not the writes
+            self.direct = None
+            self._write_plain(view[:count], self._offset)
+        self._offset += count
+        rest = self._fill - count
+        if rest:
+            self._stage[:rest] = self._stage[count : self._fill]
+        self._fill = rest
+
+    def _write_plain(self, view: memoryview, offset: int) -> None:
+        _write_all(self.fd, view, offset)
+
+
+def _open_direct(path: Path) -> int | None:
+    flag = getattr(os, "O_DIRECT", None)
+    if flag is None:
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | flag)
+    except OSError:
+        return None
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
