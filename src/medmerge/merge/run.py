@@ -49,16 +49,19 @@ def run_merge(cfg: MergeConfig) -> int:
         out_dtype=resolve_dtype(cfg.dtype, base),
         max_shard_size=cfg.max_shard_size,
     )
-    # Hashing the base runs beside the merge; it is awaited first only when an adapter
-    # recorded the base it was trained on, so that a foreign adapter is refused up front.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Hashing the base and the adapters runs beside the merge; the base's is awaited first
+    # only when an adapter recorded the base it was trained on, so that a foreign adapter is
+    # refused up front.
+    with ThreadPoolExecutor(max_workers=2) as pool:
         identity = pool.submit(model_identity, base.folder)
+        adapter_hashes = pool.submit(lambda: [a.hashes() for a in adapters])
         if any(has_recorded_base(a) for a in adapters):
             check_identity(adapters, identity.result())
         with staged_output(cfg.out, cfg.force, inputs=inputs) as staging:
             outputs = _export(job, cfg, staging)
             verified = _verify(cfg, job, staging) if cfg.verify else None
-            payload = _manifest_payload(cfg, job, adapters, identity.result(), outputs, verified)
+            hashes = adapter_hashes.result()
+            payload = _manifest_payload(cfg, job, hashes, identity.result(), outputs, verified)
             write_manifest(staging, "merge", payload)
     _summarise(cfg, job, verified)
     return 1 if verified is False else 0
@@ -104,19 +107,21 @@ def _verify(cfg: MergeConfig, job: MergeJob, staging: Path) -> bool | None:
     return verify_merge_output(job.spec, cfg.base, staging, cfg.out)
 
 
-def _manifest_payload(cfg, job, adapters, identity, outputs, verified) -> dict[str, object]:
+def _manifest_payload(cfg, job, hashes, identity, outputs, verified) -> dict[str, object]:
     return {
         "base": identity,
         "adapters": [
             {
                 "path": str(adapter.path.resolve()),
                 "weight": spec.weight,
-                **adapter.hashes(),
+                **adapter_hashes,
                 "adapter_manifest_sha256": _manifest_digest(adapter.path),
                 "template": (adapter.manifest or {}).get("template"),
                 "enable_thinking": (adapter.manifest or {}).get("enable_thinking"),
             }
-            for adapter, spec in zip(adapters, cfg.adapters, strict=True)
+            for adapter, adapter_hashes, spec in zip(
+                job.adapters, hashes, cfg.adapters, strict=True
+            )
         ],
         "method": cfg.method,
         "density": cfg.density,
