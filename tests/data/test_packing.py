@@ -148,8 +148,10 @@ def sft_examples(tokenizer):
     return build_sft_examples(CHATS, tokenizer, "qwen3", False, cutoff_len=64, packing=False)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "medmerge_document"])
 def test_packed_row_equals_separate_runs(tokenizer, sft_examples, attention: str) -> None:
+    import medmerge.train.document_attention  # noqa: F401  registers medmerge_document
+
     torch.manual_seed(0)
     config = Qwen3Config(
         vocab_size=len(tokenizer),
@@ -165,7 +167,9 @@ def test_packed_row_equals_separate_runs(tokenizer, sft_examples, attention: str
     rows = pack(sft_examples, 200)
     short = pack(sft_examples[:1], 200)
     assert len(rows) == 1
-    batch = collate([rows[0], short[0]], tokenizer.pad_token_id)
+    per_document = attention == "medmerge_document"
+    batch = collate([rows[0], short[0]], tokenizer.pad_token_id, document_attention=per_document)
+    assert batch["attention_mask"].dim() == (2 if per_document else 4)
     with torch.no_grad():
         packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         packed_loss = token_losses(packed, batch["labels"])

@@ -9,14 +9,18 @@ SFT truncation is LLaMA-Factory's: turns in order, each (prompt, reply) pair cut
 right by infer_seqlen to the room left, later turns dropped once cutoff_len is used.
 
 SFT packing puts several examples in one row of at most `cutoff_len` tokens (first fit,
-longest first) with `position_ids` restarting at 0 per example. For packed rows `collate`
-returns a 4-D additive float32 `attention_mask` (batch, 1, L, L): 0 where a token may attend
-(same example, not later), float32 min elsewhere. transformers passes a 4-D mask through
-as-is, and an additive float mask is right for both sdpa and eager in any model dtype; a
-boolean one would be silently wrong under eager. transformers' own detection of packing from
-`position_ids` is not used: it is skipped whenever a cache exists, and `use_cache` defaults
-to True even in training. The mask costs 4*L*L bytes per row. The first label of every
-example is -100; the label shift never uses it, so packed and separate runs have equal loss.
+longest first) with `position_ids` restarting at 0 per example. Training runs packed rows
+under document attention (train/document_attention.py): each example attends to itself
+only, found from the restarting positions, with no (L, L) mask; `collate(...,
+document_attention=True)` then gives positions and the 2-D padding mask. Otherwise (a model
+not on sdpa) `collate` returns a 4-D additive float32 `attention_mask` (batch, 1, L, L): 0
+where a token may attend (same example, not later), float32 min elsewhere. transformers
+passes a 4-D mask through as-is, and an additive float mask is right for both sdpa and eager
+in any model dtype; a boolean one would be silently wrong under eager. transformers' own
+detection of packing from `position_ids` is not used: it is skipped whenever a cache exists,
+and `use_cache` defaults to True even in training. The mask costs 4*L*L bytes per row. The
+first label of every example is -100; the label shift never uses it, so packed and separate
+runs have equal loss.
 """
 
 from __future__ import annotations
@@ -197,8 +201,11 @@ def _join(parts: list[Example]) -> Example:
     return row
 
 
-def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; packed rows get position_ids and a 4-D block-causal mask."""
+def collate(
+    examples: list[Example], pad_token_id: int, document_attention: bool = False
+) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; packed rows get position_ids, and a 4-D block-causal mask unless
+    the model runs document attention (then the 2-D padding mask)."""
     width = max(len(example["input_ids"]) for example in examples)
     packed = any("position_ids" in example for example in examples)
     batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "attention_mask": []}
@@ -215,7 +222,7 @@ def collate(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tenso
             positions = example.get("position_ids") or list(range(size))
             batch["position_ids"].append(positions + list(range(pad)))
     tensors = {key: torch.tensor(rows, dtype=torch.long) for key, rows in batch.items()}
-    if packed:
+    if packed and not document_attention:
         tensors["attention_mask"] = block_causal_mask(tensors["position_ids"])
     return tensors
 

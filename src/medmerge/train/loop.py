@@ -7,6 +7,7 @@ PEFT provides the LoRA layers and the adapter format. Same seed on CPU, same byt
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from medmerge.progress import progress_bar
 from medmerge.train import checkpoint
 from medmerge.train.config import TrainConfig
 from medmerge.train.dataset import TrainingData, load_tokenizer, load_training_data
+from medmerge.train.document_attention import document_attention
 from medmerge.train.outputs import write_adapter_folder
 
 
@@ -176,9 +178,13 @@ def _train(cfg: TrainConfig, inputs: list[str]) -> TrainResult:
             resume_from, accelerator, model, optimizer, scheduler
         )
         accelerator.print(f"resuming from {resume_from} (step {state.step} of {total_steps})")
-    started = time.perf_counter()
-    run_steps(cfg, data, model, optimizer, scheduler, accelerator, state, total_steps, work)
-    seconds = time.perf_counter() - started
+    packed = any("position_ids" in example for example in data.examples[:1])
+    with document_attention(accelerator.unwrap_model(model), packed) as per_document:
+        if per_document:  # packed rows need no (L, L) mask
+            data.collate = functools.partial(data.collate, document_attention=True)
+        started = time.perf_counter()
+        run_steps(cfg, data, model, optimizer, scheduler, accelerator, state, total_steps, work)
+        seconds = time.perf_counter() - started
 
     # Gathered on every rank: under FSDP / ZeRO-3 each rank holds only a shard of the LoRA.
     full_state = accelerator.get_state_dict(model)
