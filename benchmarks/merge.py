@@ -1,23 +1,25 @@
 """Benchmark: medmerge's streamed merge vs PEFT (cat + merge_and_unload) vs a plain copy.
 
-Makes a synthetic Qwen2-style bf16 checkpoint (~1.78 B parameters, several shards) and two
-adapters of different ranks, then runs each tool in its own subprocess (so peak RSS is its
-own) and prints time and peak RSS side by side, plus medmerge's peak RSS at a second size.
+Makes a synthetic Qwen2-style bf16 checkpoint (1.78 B parameters by default, 1 GB shards) and
+two adapters of different ranks, then runs each contender as a user would start it, each in
+a fresh process timed by wall clock from here (interpreter start and imports count): `cp -r`
+of the folder, the installed `medmerge merge --no-verify`, and a PEFT script. Peak RSS is each
+process's own (wait4). Then medmerge's peak RSS at three model sizes.
 
-    .venv/bin/python benchmarks/merge.py [--quick] [--rounds N] [--workdir DIR]
+    .venv/bin/python benchmarks/merge.py [--quick | --size 0.5B] [--rounds 5] [--json FILE]
 
-The contenders run in interleaved rounds (copy, medmerge, PEFT, then again) with the page
-cache dropped before each, and the table shows each tool's median. On a VM, memory the
-guest freed a while ago costs host page faults when touched again (here the same 3.5 GB copy
-took 4.5 s or 18 s depending on how long before it memory was freed), so every run starts
-after the same settling wait (`--settle`, see drop_caches).
+A warm-up round, then `--rounds` interleaved rounds (the order rotates each round); before
+every run the page cache is dropped and memory left to settle (`--settle`, see drop_caches),
+and the load average is recorded. The table gives min / median / max per contender. The
+figures depend on the machine's state (other jobs, how long ago memory was freed): compare
+ratios of one run of this script, not seconds across runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import statistics
 import subprocess
@@ -159,25 +161,28 @@ def _shape(name: str, hidden: int, inter: int, kv_dim: int) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- the three contenders
 
+MEDMERGE = Path(sys.executable).with_name("medmerge")
 
-def run_medmerge(base: Path, a0: Path, a1: Path, out: Path) -> None:
-    from medmerge.cli import main
 
-    code = main(
-        [
+def contender_argv(tool: str, size: str, workdir: Path) -> list[str]:
+    """The command a user would run: `cp -r`, the installed `medmerge merge`, a PEFT script."""
+    base, out = workdir / f"base-{size}", workdir / f"out-{tool}-{size}"
+    a0, a1 = workdir / f"a0-{size}", workdir / f"a1-{size}"
+    if tool == "copy":
+        return ["cp", "-r", str(base), str(out)]
+    if tool == "medmerge":
+        adapters = ["--adapter", f"{a0}=0.3", "--adapter", f"{a1}=0.7"]
+        return [
+            str(MEDMERGE),
             "merge",
             "--base",
             str(base),
-            "--adapter",
-            f"{a0}=0.3",
-            "--adapter",
-            f"{a1}=0.7",
+            *adapters,
             "--out",
             str(out),
             "--no-verify",
         ]
-    )
-    assert code == 0, code
+    return [sys.executable, __file__, "--child", tool, "--size", size, "--workdir", str(workdir)]
 
 
 def run_peft(base: Path, a0: Path, a1: Path, out: Path) -> None:
@@ -193,36 +198,20 @@ def run_peft(base: Path, a0: Path, a1: Path, out: Path) -> None:
     peft_model.merge_and_unload().save_pretrained(out)
 
 
-def run_copy(base: Path, a0: Path, a1: Path, out: Path) -> None:
-    """An honest copy: every file of the checkpoint through shutil.copyfile."""
-    out.mkdir(parents=True)
-    for file in sorted(base.iterdir()):
-        shutil.copyfile(file, out / file.name)
-
-
 def run_prepare(base: Path, a0: Path, a1: Path, out: Path) -> None:
-    """Make the inputs in a child too: ru_maxrss survives exec, so the parent must stay small."""
     if not base.exists():
         make_base(base, base.name.removeprefix("base-"))
         make_adapter(a0, base, rank=16, alpha=32, seed=1)
         make_adapter(a1, base, rank=64, alpha=64, seed=2)
 
 
-CONTENDERS = {"medmerge": run_medmerge, "peft": run_peft, "copy": run_copy, "prepare": run_prepare}
+CHILDREN = {"peft": run_peft, "prepare": run_prepare}
 
 
 def child(args: argparse.Namespace) -> None:
     work = Path(args.workdir)
-    out = work / f"out-{args.child}-{args.size}"
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    CONTENDERS[args.child](
-        work / f"base-{args.size}", work / f"a0-{args.size}", work / f"a1-{args.size}", out
-    )
-    seconds = time.perf_counter() - start
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"tool": args.child, "seconds": seconds, "peak_rss_mib": rss_mib}))
-    shutil.rmtree(out, ignore_errors=True)
+    paths = [work / f"{part}-{args.size}" for part in ("base", "a0", "a1")]
+    CHILDREN[args.child](*paths, work / f"out-{args.child}-{args.size}")
 
 
 def drop_caches(settle_s: float) -> bool:
@@ -244,84 +233,136 @@ def drop_caches(settle_s: float) -> bool:
     return True
 
 
-def measure(tool: str, size: str, workdir: Path, settle_s: float = 0.0) -> dict:
-    cold = drop_caches(settle_s) if tool != "prepare" else False
-    cmd = [sys.executable, __file__, "--child", tool, "--size", size, "--workdir", str(workdir)]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"{tool} failed:\n{result.stderr[-3000:]}")
-    return {**json.loads(result.stdout.strip().splitlines()[-1]), "cold": cold}
+def run_fresh(argv: list[str], settle_s: float) -> dict:
+    """One fresh process, timed by wall clock from here (interpreter start and imports count),
+    its own peak RSS (wait4's rusage), and the load average just before it started."""
+    cold = drop_caches(settle_s)
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{argv[:2]} exited {process.returncode}:\n{stderr.decode()[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "load1": load, "cold": cold}
+
+
+def measure(tool: str, size: str, workdir: Path, settle_s: float) -> dict:
+    out = workdir / f"out-{tool}-{size}"
+    shutil.rmtree(out, ignore_errors=True)
+    row = run_fresh(contender_argv(tool, size, workdir), settle_s)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"tool": tool, "size": size, **row}
 
 
 def prepare(size: str, workdir: Path) -> int:
+    """Make the inputs once, in a child (ru_maxrss survives exec: the parent stays small)."""
     base = workdir / f"base-{size}"
-    measure("prepare", size, workdir)
+    if not base.exists():
+        run_fresh(contender_argv("prepare", size, workdir), 0.0)
     index = json.loads((base / "model.safetensors.index.json").read_text())
     return index["metadata"]["total_size"] // 2
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="a small model (tiny + 0.5B instead of 0.5B + 1.8B)"
-    )
-    parser.add_argument("--workdir", default="/tmp/medmerge-bench")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of each tool")
-    parser.add_argument(
-        "--settle", type=float, default=20.0, help="seconds to wait after dropping caches"
-    )
-    parser.add_argument("--child", choices=CONTENDERS)
-    parser.add_argument("--size", choices=SIZES, default="1.8B")
-    args = parser.parse_args()
-    if args.child:
-        return child(args)
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    main_size, other_size = ("0.5B", "tiny") if args.quick else ("1.8B", "0.5B")
-    params = prepare(main_size, workdir)
-    prepare(other_size, workdir)
-    runs: dict[str, list[dict]] = {tool: [] for tool in ("copy", "medmerge", "peft")}
-    for round_index in range(args.rounds):
-        for tool in runs:
-            runs[tool].append(measure(tool, main_size, workdir, args.settle))
-            row = runs[tool][-1]
+def interleaved(tools: list[str], size: str, workdir: Path, rounds: int, settle_s: float):
+    """A warm-up round (not counted), then `rounds` rounds, the order rotating each round."""
+    for tool in tools:
+        measure(tool, size, workdir, settle_s)
+    runs: dict[str, list[dict]] = {tool: [] for tool in tools}
+    for index in range(rounds):
+        for tool in tools[index % len(tools) :] + tools[: index % len(tools)]:
+            row = measure(tool, size, workdir, settle_s)
+            runs[tool].append(row)
             print(
-                f"round {round_index + 1}: {tool:<9}{row['seconds']:7.1f} s {row['peak_rss_mib']:7.0f} MiB"
+                f"round {index + 1}: {tool:<9}{row['seconds']:7.1f} s {row['peak_rss_mib']:7.0f} MiB"
+                f"  load {row['load1']:.2f}",
+                flush=True,
             )
-    rows = {tool: _median_row(tool_runs) for tool, tool_runs in runs.items()}
-    other = measure("medmerge", other_size, workdir, args.settle)
-    print(
-        f"\nmodel {params / 1e9:.2f} B parameters (bf16, 1 GB shards); adapters r=16 and r=64, 7 target modules"
-    )
-    print(
-        f"median of {args.rounds} interleaved rounds; before each run the page cache was dropped "
-        f"and memory settled for {args.settle:g} s"
-    )
-    print(f"{'tool':<10}{'seconds':>10}{'min':>8}{'max':>8}{'peak RSS MiB':>15}{'page cache':>12}")
-    for tool, row in rows.items():
-        cache = "cold" if row["cold"] else "warm"
-        print(
-            f"{tool:<10}{row['seconds']:>10.1f}{row['min']:>8.1f}{row['max']:>8.1f}"
-            f"{row['peak_rss_mib']:>15.0f}{cache:>12}"
-        )
-    m, p, c = rows["medmerge"], rows["peft"], rows["copy"]
-    print(f"\nmedmerge/peft peak RSS {m['peak_rss_mib'] / p['peak_rss_mib']:.2f} (goal <= 0.35)")
-    print(f"medmerge/peft time     {m['seconds'] / p['seconds']:.2f} (goal <= 0.5)")
-    print(f"medmerge/copy time     {m['seconds'] / c['seconds']:.2f} (goal <= 2)")
-    print(
-        f"medmerge peak RSS at {other_size}: {other['peak_rss_mib']:.0f} MiB vs {m['peak_rss_mib']:.0f} MiB at {main_size}"
-    )
+    return runs
 
 
-def _median_row(runs: list[dict]) -> dict:
+def summary(runs: list[dict]) -> dict:
     seconds = [r["seconds"] for r in runs]
+    loads = [r["load1"] for r in runs]
     return {
-        "seconds": statistics.median(seconds),
+        "median": statistics.median(seconds),
         "min": min(seconds),
         "max": max(seconds),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "load_min": min(loads),
+        "load_max": max(loads),
         "cold": all(r["cold"] for r in runs),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="time the 0.63 B model, not 1.78 B")
+    parser.add_argument("--size", choices=SIZES, help="model to time (default 1.8B)")
+    parser.add_argument("--workdir", default="/tmp/medmerge-bench")
+    parser.add_argument("--rounds", type=int, default=5, help="counted interleaved rounds")
+    parser.add_argument(
+        "--settle", type=float, default=20.0, help="seconds to wait after dropping caches"
+    )
+    parser.add_argument(
+        "--rss-sizes", nargs="*", default=["tiny", "0.5B", "1.8B"], help="medmerge peak RSS sizes"
+    )
+    parser.add_argument("--json", help="also write every run and the summary here")
+    parser.add_argument("--child", choices=CHILDREN)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    size = args.size or ("0.5B" if args.quick else "1.8B")
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    params = prepare(size, workdir)
+    runs = interleaved(["copy", "medmerge", "peft"], size, workdir, args.rounds, args.settle)
+    rss = {}
+    for other in args.rss_sizes:
+        prepare(other, workdir)
+        rss[other] = measure("medmerge", other, workdir, args.settle)["peak_rss_mib"]
+    rows = {tool: summary(tool_runs) for tool, tool_runs in runs.items()}
+    report(size, params, args, rows, runs, rss)
+    if args.json:
+        record = {"size": size, "params": params, "rounds": args.rounds, "settle_s": args.settle}
+        record |= {"summary": rows, "runs": runs, "rss_by_size": rss}
+        Path(args.json).write_text(json.dumps(record, indent=2))
+
+
+def report(size, params, args, rows, runs, rss) -> None:
+    print(
+        f"\nmodel {size}: {params / 1e9:.2f} B parameters (bf16, 1 GB shards); adapters r=16 and "
+        "r=64 on 7 target modules, weights 0.3 / 0.7"
+    )
+    state = (
+        "page cache dropped" if all(r["cold"] for r in rows.values()) else "page cache NOT dropped"
+    )
+    print(
+        f"{args.rounds} interleaved rounds after a warm-up round; fresh process each, timed from "
+        f"outside; {state} and {args.settle:g} s settle before every run"
+    )
+    print(f"{'tool':<10}{'median s':>10}{'min':>8}{'max':>8}{'peak RSS MiB':>14}{'load1':>12}")
+    for tool, row in rows.items():
+        print(
+            f"{tool:<10}{row['median']:>10.1f}{row['min']:>8.1f}{row['max']:>8.1f}"
+            f"{row['peak_rss_mib']:>14.0f}{row['load_min']:>6.1f}-{row['load_max']:<5.1f}"
+        )
+    m, p, c = rows["medmerge"], rows["peft"], rows["copy"]
+    per_round = [
+        mm["seconds"] / cc["seconds"] for mm, cc in zip(runs["medmerge"], runs["copy"], strict=True)
+    ]
+    print(f"\nmedmerge/peft peak RSS {m['peak_rss_mib'] / p['peak_rss_mib']:.2f} (goal <= 0.35)")
+    print(f"medmerge/peft time     {m['median'] / p['median']:.2f} (goal <= 0.5; medians)")
+    print(
+        f"medmerge/copy time     {m['median'] / c['median']:.2f} (goal <= 2; medians; per round "
+        f"{min(per_round):.2f}-{max(per_round):.2f})"
+    )
+    if rss:
+        sizes = ", ".join(f"{s} {v:.0f}" for s, v in rss.items())
+        spread = max(rss.values()) / min(rss.values())
+        print(f"medmerge peak RSS MiB by size: {sizes}; max/min {spread:.2f} (goal <= 1.15)")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 Both run as a user starts them: the installed `medmerge` command in a fresh process, so the
 interpreter start and the torch import are counted in each, timed by wall clock from this
 parent. Before every run the page cache is dropped and memory left to settle (root only; see
-benchmarks/merge.py's drop_caches), so both read their inputs cold. The runs interleave
-(merge, verify, merge, ...) for `--rounds` rounds; the table gives median, min and max.
-Goal: verify <= 1.5x merge. Inputs are the ones benchmarks/merge.py makes.
+benchmarks/merge.py's drop_caches), so both read their inputs cold, and the load average is
+recorded. A warm-up pair, then `--rounds` interleaved rounds (merge, verify, merge, ...); the
+table gives median, min and max. Goal: verify <= 1.5x merge. Inputs are the ones
+benchmarks/merge.py makes. The seconds depend on the machine's state (other jobs); the
+ratio of medians from one run of this script is the figure to compare.
 
     .venv/bin/python benchmarks/verify.py --size 0.5B [--rounds 5] [--settle 20]
     .venv/bin/python benchmarks/verify.py --size 1.8B
@@ -14,28 +16,14 @@ Goal: verify <= 1.5x merge. Inputs are the ones benchmarks/merge.py makes.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from merge import drop_caches, prepare  # benchmarks/merge.py makes the inputs
-
-MEDMERGE = Path(sys.executable).with_name("medmerge")
-
-
-def _timed(argv: list[str], settle_s: float) -> tuple[float, bool]:
-    """Wall seconds of one fresh `medmerge` process, and whether it started cold."""
-    cold = drop_caches(settle_s)
-    start = time.perf_counter()
-    result = subprocess.run([str(MEDMERGE), *argv], capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"medmerge {argv[0]} exited {result.returncode}:\n{result.stderr[-3000:]}")
-    return seconds, cold
+from merge import MEDMERGE, prepare, run_fresh  # benchmarks/merge.py makes the inputs
 
 
 def main() -> None:
@@ -44,6 +32,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/medmerge-bench")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument("--json", help="also write every run here")
     args = parser.parse_args()
     work = Path(args.workdir)
     prepare(args.size, work)
@@ -56,25 +45,45 @@ def main() -> None:
     ]
     merged, scratch = work / f"verify-merged-{args.size}", work / f"verify-scratch-{args.size}"
     shutil.rmtree(merged, ignore_errors=True)
-    merge_argv = ["merge", "--base", str(base), *adapters, "--no-verify", "--out"]
-    _timed([*merge_argv, str(merged)], 0.0)  # the folder every verify round checks
-    verify_argv = ["verify", "--base", str(base), "--merged", str(merged), "--no-logits"]
-    times: dict[str, list[float]] = {"merge": [], "verify": []}
-    cold = True
-    for _ in range(args.rounds):
+    merge_argv = [str(MEDMERGE), "merge", "--base", str(base), *adapters, "--no-verify", "--out"]
+    run_fresh([*merge_argv, str(merged)], 0.0)  # the folder every verify round checks
+    verify_argv = [str(MEDMERGE), "verify", "--base", str(base), "--merged", str(merged)]
+    verify_argv.append("--no-logits")
+    runs: dict[str, list[dict]] = {"merge": [], "verify": []}
+    for index in range(args.rounds + 1):  # round 0 is the warm-up, not counted
         shutil.rmtree(scratch, ignore_errors=True)
-        seconds, was_cold = _timed([*merge_argv, str(scratch)], args.settle)
-        times["merge"].append(seconds)
-        seconds, cold_verify = _timed(verify_argv, args.settle)
-        times["verify"].append(seconds)
-        cold = cold and was_cold and cold_verify
+        pair = {
+            "merge": run_fresh([*merge_argv, str(scratch)], args.settle),
+            "verify": run_fresh(verify_argv, args.settle),
+        }
+        for tool, row in pair.items():
+            if index:
+                runs[tool].append(row)
+            label = f"round {index}" if index else "warm-up"
+            print(f"{label}: {tool:<7}{row['seconds']:7.1f} s  load {row['load1']:.2f}", flush=True)
     shutil.rmtree(scratch, ignore_errors=True)
-    print(f"| {args.size} | tool | median s | min s | max s |\n|---|---|---:|---:|---:|")
-    for tool, runs in times.items():
-        print(f"| | {tool} | {statistics.median(runs):.1f} | {min(runs):.1f} | {max(runs):.1f} |")
-    ratio = statistics.median(times["verify"]) / statistics.median(times["merge"])
+    _report(args, runs)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"size": args.size, "runs": runs}, indent=2))
+
+
+def _report(args, runs: dict[str, list[dict]]) -> None:
+    print(
+        f"| {args.size} | tool | median s | min s | max s | load1 |\n|---|---|---:|---:|---:|---|"
+    )
+    for tool, rows in runs.items():
+        seconds, loads = [r["seconds"] for r in rows], [r["load1"] for r in rows]
+        print(
+            f"| | {tool} | {statistics.median(seconds):.1f} | {min(seconds):.1f} | "
+            f"{max(seconds):.1f} | {min(loads):.1f}-{max(loads):.1f} |"
+        )
+    medians = {tool: statistics.median(r["seconds"] for r in rows) for tool, rows in runs.items()}
+    cold = all(r["cold"] for rows in runs.values() for r in rows)
     state = "cold page cache" if cold else "page cache NOT dropped (not root)"
-    print(f"verify / merge (medians) {ratio:.2f} (goal <= 1.5), {args.rounds} rounds, {state}")
+    print(
+        f"verify / merge (medians) {medians['verify'] / medians['merge']:.2f} (goal <= 1.5), "
+        f"{args.rounds} rounds after a warm-up, {state}"
+    )
 
 
 if __name__ == "__main__":
