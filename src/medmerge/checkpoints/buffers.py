@@ -41,7 +41,10 @@ class Scratch:
             if fits:
                 flat = self._free.pop(min(fits, key=lambda k: self._free[k].numel()))
             else:
-                flat = torch.empty(need, dtype=torch.uint8)
+                if self._free:  # a buffer too small for this is dropped, not kept beside it
+                    largest = max(range(len(self._free)), key=lambda k: self._free[k].numel())
+                    del self._free[largest]
+                flat = torch.empty(_size_class(need), dtype=torch.uint8)
             tensor = _view(flat, shape, dtype)
             self._lent[tensor.data_ptr()] = flat
         return tensor
@@ -52,6 +55,12 @@ class Scratch:
             flat = self._lent.pop(tensor.data_ptr(), None)
             if flat is not None:
                 self._free.append(flat)
+
+
+def _size_class(need: int) -> int:
+    """Chunk-sized buffers in powers of two, so that a tensor's last, shorter chunk reuses a
+    full chunk's buffer; whole tensors (above 16 MiB) exactly, not up to twice their size."""
+    return 1 << (need - 1).bit_length() if need <= 16 << 20 else need
 
 
 def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
