@@ -24,6 +24,10 @@ merge: {repo}/configs/merge.yaml
 verify: {repo}/configs/verify.yaml
 sweep: {repo}/configs/sweep.yaml
 stages: {stages}
+headline: {{decodings: {{greedy: {{preset: A, max_new_tokens: 4}},
+                        sampled: {{preset: B, max_new_tokens: 4, seeds: 2}}}}}}
+mistakes: {{}}
+mechanism_prompts: 10
 overrides:
   base: {{vocab_size: 512, hidden_size: 32, intermediate_size: 64, num_layers: 2, num_heads: 4,
           num_kv_heads: 2, head_dim: 8, pretrain_steps: 4, seq_len: 32}}
@@ -74,6 +78,13 @@ def test_whole_pipeline_writes_report(tmp_path, repo, capsys):
     html = (tmp_path / "run/report/report.html").read_text()
     assert "data:image/png;base64," in html and "Consistency" in html
     assert "Mechanism: where the merge parts from the SFT-only model" in html
+    assert ".medmerge-tmp" not in html and "scaled twice" in html
+    headline = json.loads((tmp_path / "run/headline/headline.json").read_text())
+    assert [m["point"] for m in headline["models"]] == [
+        "pt=0,sft=1",
+        "pt=0.3,sft=0.7",
+        "pt=1,sft=0",
+    ]
     capsys.readouterr()
     sft.write_text(sft.read_text("utf-8").replace("。", "!", 1), "utf-8")
     assert pipeline.run_pipeline(cfg) == 0  # the real stages replace their own earlier output

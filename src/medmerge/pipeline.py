@@ -39,7 +39,7 @@ from medmerge.paths import sample_data_dir
 from medmerge.report.build import ReportConfig, build_report
 from medmerge.run_layout import RunLayout
 from medmerge.sweep import SweepConfig, run_sweep
-from medmerge.sweep.config import build_sweep_config
+from medmerge.sweep.config import GenSuite, build_sweep_config
 from medmerge.sweep.diagnose import Ablation, DiagnoseConfig, run_diagnose
 from medmerge.sweep.headline import HeadlineConfig, run_headline
 from medmerge.sweep.mistakes import MistakesConfig, run_mistakes
@@ -111,6 +111,9 @@ class PipelineConfig(StageConfig):
     headline: dict[str, Any] | None = None
     # the broken merges made on purpose and checked ({later_point, wrong_template}); absent: none
     mistakes: dict[str, Any] | None = None
+    # the mechanism stage's prompts: the first N of the generation suite (it generates several
+    # times per prompt: probes, then each intervention and its random controls); None: all
+    mechanism_prompts: int | None = Field(default=None, ge=10)
     stages: list[str] = Field(
         default_factory=lambda: list(STAGES), description="the stages to run, in order"
     )
@@ -427,13 +430,19 @@ def _mechanism_config(
         base=d["base"],
         adapters=labelled,
         weights=[cfg.weights["pt"], cfg.weights["sft"]],
-        prompts=sweep.suites.gen[0],
+        prompts=_first(sweep.suites.gen[0], cfg.mechanism_prompts),
         mcq=sweep.suites.mcq[0] if sweep.suites.mcq else None,
         template=sweep.templates[0],
         decoding=next(iter(sweep.decodings.values())),
         device=sweep.device,
         out=d["mechanism"],
     )
+
+
+def _first(suite: GenSuite, count: int | None) -> GenSuite:
+    if count is None or (suite.limit is not None and suite.limit <= count):
+        return suite
+    return suite.model_copy(update={"limit": count})
 
 
 def _first_suites(sweep: SweepConfig) -> dict[str, Any]:
