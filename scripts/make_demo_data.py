@@ -4,7 +4,8 @@
 
 - data/demo/headqa_facts.jsonl: the PT fact sheet (medmerge/base/facts.py) from the bundled
   HEAD-QA dev file; tests/base/test_facts.py checks the committed file equals it.
-- data/qa_en/meqsum_train.jsonl: MeQSum items 300-999 (the SFT data); items 0-299 are the
+- data/qa_en/meqsum_train.jsonl: MeQSum items 300-999 (the SFT data) less those that share a
+  13-gram with one of items 0-299 (MeQSum has near-duplicate questions); items 0-299 are the
   bundled meqsum_sample.jsonl, which the demo holds out for evaluation. Needs the full
   1,000-item MeQSum file (CC BY 4.0) from the shared data folder.
 """
@@ -15,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from medmerge.base.facts import headqa_fact_sheet
+from medmerge.audit.leakage import ngrams, tokens
+from medmerge.base.facts import AUDIT_NGRAM, headqa_fact_sheet
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT = 300  # meqsum_sample.jsonl: the first 300 items
@@ -41,7 +43,14 @@ def main() -> None:
     sample = (REPO / "data/qa_en/meqsum_sample.jsonl").read_text("utf-8").splitlines()
     if [json.loads(line) for line in sample] != rows[:HELD_OUT]:
         raise SystemExit(f"{full}: its first {HELD_OUT} items are not meqsum_sample.jsonl")
-    write_jsonl(REPO / "data/qa_en/meqsum_train.jsonl", rows[HELD_OUT:])
+    held_out = set().union(*(_grams(r) for r in rows[:HELD_OUT]))
+    train = [r for r in rows[HELD_OUT:] if not _grams(r) & held_out]
+    print(f"MeQSum: {len(rows) - HELD_OUT - len(train)} of items {HELD_OUT}+ share a 13-gram")
+    write_jsonl(REPO / "data/qa_en/meqsum_train.jsonl", train)
+
+
+def _grams(row: dict) -> set:
+    return ngrams(tokens(f"{row['question']} {row['summary']}"), AUDIT_NGRAM)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ measure. For each item of two HEAD-QA exams (`FACT_EXAMS`, which neither the bas
 pretraining nor the SFT data read), one short document ties the question's first content
 words to the right option's text, in three phrasings, two of them in the worked-answer style
 of a textbook ("Let me think step by step ... Therefore, the answer is ..."). The question
-itself and the wrong options are never written, so the items stay held out: the leakage
-audit's 13-gram check finds no overlap. `scripts/make_demo_data.py` writes the sheet to
+itself and the wrong options are never written, and a right option long enough to share a
+13-gram with any HEAD-QA item is quoted only as far as it shares none (a fact that cannot be
+written without one is left out), so the items stay held out: the leakage audit finds no
+overlap. `scripts/make_demo_data.py` writes the sheet to
 data/demo/headqa_facts.jsonl; tests/base/test_facts.py checks the committed file against it.
 """
 
@@ -16,6 +18,10 @@ import json
 import re
 from pathlib import Path
 
+from medmerge.audit.leakage import ngrams, tokens
+from medmerge.audit.records import read_records
+
+AUDIT_NGRAM = 13  # the pipeline's audit_ngram
 FACT_EXAMS = ("Cuaderno_2015_1_E", "Cuaderno_2015_1_F")  # nursing, pharmacology
 KEYWORDS = 7  # content words of the question that name the fact
 _STOP = frozenset(
@@ -62,9 +68,9 @@ def keywords(question: str, count: int = KEYWORDS) -> str:
     return " ".join(words[:count])
 
 
-def fact_document(question: str, right: str) -> str:
+def fact_document(question: str, right: str, max_words: int | None = None) -> str:
     name = keywords(question)
-    right = right.rstrip(".")
+    right = " ".join(right.rstrip(".").split()[:max_words])
     return (
         f"Key fact ({name}): {right}. "
         f"Let me think step by step about {name}. First, recall the facts. "
@@ -72,12 +78,25 @@ def fact_document(question: str, right: str) -> str:
     )
 
 
-def headqa_fact_sheet(headqa_file: Path) -> list[dict[str, str]]:
-    """One {"text"} record per item of `FACT_EXAMS`, in the file's order."""
+def _held_out_fact(question: str, right: str, grams: set, n: int) -> str | None:
+    """The fact with as much of the right option as shares no n-gram with `grams`."""
+    for max_words in (None, n - 1, 8, 4):
+        doc = fact_document(question, right, max_words)
+        if not ngrams(tokens(doc), n) & grams:
+            return doc
+    return None
+
+
+def headqa_fact_sheet(headqa_file: Path, n: int = AUDIT_NGRAM) -> list[dict[str, str]]:
+    """One {"text"} record per item of `FACT_EXAMS` that can be written without sharing an
+    n-gram with any item of the file (the audit's tokens), in the file's order."""
     exams = json.loads(headqa_file.read_text("utf-8"))["exams"]
+    grams = set().union(*(ngrams(tokens(text), n) for _, text in read_records(headqa_file)))
     sheet = []
     for exam in FACT_EXAMS:
         for item in exams[exam]["data"]:
             options = {str(a["aid"]): a["atext"] for a in item["answers"]}
-            sheet.append({"text": fact_document(item["qtext"], options[str(item["ra"])])})
+            doc = _held_out_fact(item["qtext"], options[str(item["ra"])], grams, n)
+            if doc is not None:
+                sheet.append({"text": doc})
     return sheet
