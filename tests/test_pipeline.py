@@ -27,7 +27,7 @@ stages: {stages}
 headline: {{decodings: {{greedy: {{preset: A, max_new_tokens: 4}},
                         sampled: {{preset: B, max_new_tokens: 4, seeds: 2}}}}}}
 mistakes: {{}}
-mechanism_prompts: 10
+analysis_prompts: 10
 overrides:
   base: {{vocab_size: 512, hidden_size: 32, intermediate_size: 64, num_layers: 2, num_heads: 4,
           num_kv_heads: 2, head_dim: 8, pretrain_steps: 4, seq_len: 32}}

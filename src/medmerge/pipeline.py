@@ -111,9 +111,10 @@ class PipelineConfig(StageConfig):
     headline: dict[str, Any] | None = None
     # the broken merges made on purpose and checked ({later_point, wrong_template}); absent: none
     mistakes: dict[str, Any] | None = None
-    # the mechanism stage's prompts: the first N of the generation suite (it generates several
-    # times per prompt: probes, then each intervention and its random controls); None: all
-    mechanism_prompts: int | None = Field(default=None, ge=10)
+    # the diagnose ablation's and the mechanism stage's prompts: the first N of the generation
+    # suite (they generate several times per prompt: once per layer range, or for the probes,
+    # each intervention and its random controls); None: all
+    analysis_prompts: int | None = Field(default=None, ge=10)
     stages: list[str] = Field(
         default_factory=lambda: list(STAGES), description="the stages to run, in order"
     )
@@ -318,7 +319,7 @@ def plan_stages(cfg: PipelineConfig) -> dict[str, Stage]:
         if first_gen is None
         else Ablation(
             weights=[cfg.weights["pt"], cfg.weights["sft"]],
-            suite=first_gen,
+            suite=_first(first_gen, cfg.analysis_prompts),
             template=sweep.templates[0],
             decoding=next(iter(sweep.decodings.values())),
             ranges=cfg.ablation_ranges,
@@ -430,7 +431,7 @@ def _mechanism_config(
         base=d["base"],
         adapters=labelled,
         weights=[cfg.weights["pt"], cfg.weights["sft"]],
-        prompts=_first(sweep.suites.gen[0], cfg.mechanism_prompts),
+        prompts=_first(sweep.suites.gen[0], cfg.analysis_prompts),
         mcq=sweep.suites.mcq[0] if sweep.suites.mcq else None,
         template=sweep.templates[0],
         decoding=next(iter(sweep.decodings.values())),
