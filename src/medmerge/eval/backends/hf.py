@@ -1,4 +1,4 @@
-"""The transformers backend: batched scoring (right padding) and generation (left padding).
+"""The transformers backend: batched scoring (a packed row per question) and generation.
 
 It runs a model folder, or a base with adapters merged in memory at their weights
 (medmerge.lora's exact in-memory merge; no export). Opened on a base with adapters and no
@@ -43,19 +43,6 @@ def context_length(config: Any, tokenizer: Any) -> int:
             return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and limit < 10**9 else 2048
-
-
-def _pad(rows: Sequence[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask of `rows`, padded on the left (prompts) or the right."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, tokens in enumerate(rows):
-        if tokens:
-            span = slice(width - len(tokens), width) if left else slice(0, len(tokens))
-            ids[row, span] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, span] = 1
-    return ids, mask
 
 
 def resolve_device(device: str) -> str:
@@ -125,7 +112,8 @@ def think_penalty(model: torch.nn.Module, token_ids: Sequence[int], gamma: float
 
 
 class HFBackend:
-    """transformers causal LM: batched scoring (right padding) and generation (left padding)."""
+    """transformers causal LM: batched scoring (a packed row per question, packed_scoring.py)
+    and generation (left padding; plain greedy in greedy.py)."""
 
     name = "hf"
 
