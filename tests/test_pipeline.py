@@ -148,14 +148,17 @@ def test_edited_data_reruns_exactly_what_depends_on_it(tmp_path, repo, monkeypat
 
     sft.write_text(sft.read_text("utf-8").replace("。", "!", 1), "utf-8")  # same path
     assert _stages_run(cfg, calls) == [
-        *("sft", "merge", "verify", "eval", "sweep", "audit", "diagnose", "mechanism", "report")
+        *("sft", "merge", "verify", "eval", "sweep", "headline", "mistakes", "audit"),
+        *("diagnose", "mechanism", "report"),
     ]
     assert _stages_run(cfg, calls) == []
 
     data = json.loads(mcq.read_text("utf-8"))
     data["exams"]["Cuaderno_2015_1_B"]["data"][0]["qtext"] += " (edited)"
     mcq.write_text(json.dumps(data), "utf-8")
-    assert _stages_run(cfg, calls) == ["eval", "sweep", "audit", "mechanism", "report"]
+    assert _stages_run(cfg, calls) == [
+        *("eval", "sweep", "headline", "mistakes", "audit", "mechanism", "report")
+    ]
 
 
 @pytest.mark.parametrize("manifest_stage", [None, "merge"])
