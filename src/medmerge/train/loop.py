@@ -304,7 +304,8 @@ def log_held_out_loss(model, data: TrainingData, step: int, log_path: Path) -> N
 
 
 def _real_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Non-padding tokens of a batch; packed rows (4-D mask) count as full."""
+    """Non-padding tokens of a batch; packed rows under a 4-D block mask count as full (under
+    document attention their 2-D mask counts them exactly)."""
     mask = batch["attention_mask"]
     return int(mask.sum()) if mask.dim() == 2 else int(mask.shape[0] * mask.shape[-1])
 
