@@ -13,6 +13,7 @@ off), as `medmerge eval mcq --mode generate` asks them. Asserts identical output
 token count, stop flag) across the three.
 
     .venv/bin/python benchmarks/generation.py [--quick] [--rounds 5] [--batch-size 16]
+    .venv/bin/python benchmarks/generation.py --pretrained --max-new-tokens 128  # rows stop
 """
 
 from __future__ import annotations
@@ -30,6 +31,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from mcq import HEADQA, bench_model  # benchmarks/ is on sys.path as the script's folder
 
 CONTENDERS = ("medmerge", "hf-generate", "medmerge-1")
+# a base that ends some answers with <|im_end|>: `medmerge base build`, 500 pretraining steps
+PRETRAINED = {"hidden_size": 192, "intermediate_size": 576, "head_dim": 32, "pretrain_steps": 500}
+
+
+def pretrained_model(workdir: Path) -> Path:
+    """The pretrained benchmark base, built once into `workdir` (~25 min on 2 busy cores)."""
+    from medmerge.base import BaseBuildConfig, build_base
+
+    out = workdir / "model-h192-l4-pt500"
+    if not (out / "config.json").exists():
+        build_base(BaseBuildConfig(out=str(out), force=True, **PRETRAINED))
+    return out
 
 
 def prompts_for(items, tokenizer) -> list[str]:
@@ -111,6 +124,9 @@ def parse_args():
     parser.add_argument(
         "--model", type=Path, default=None, help="a model folder (default: mcq.py's)"
     )
+    parser.add_argument(
+        "--pretrained", action="store_true", help="a briefly pretrained base that ends answers"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/medmerge-bench"))
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -125,6 +141,8 @@ def main() -> None:
         return run_contender(args)
     from rounds import load_summary, run_rounds, spread, spread_text
 
+    if args.pretrained and args.model is None:
+        args.model = pretrained_model(args.workdir)
     args.model = args.model or bench_model(args.workdir)
     print(
         f"{args.items} prompts, greedy, max_new_tokens {args.max_new_tokens}, batch size "
