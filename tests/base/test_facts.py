@@ -23,7 +23,7 @@ def test_a_fact_names_the_right_option_but_not_the_question_or_the_wrong_ones():
     doc = fact_document(question, "Scaphoid.")
     assert keywords(question) == "bones articulates radius wrist"
     assert "Scaphoid" in doc and question not in doc and "Scaphoid.." not in doc
-    assert doc.count("Scaphoid") == 3 and "Let me think step by step" in doc
+    assert doc.count("Scaphoid") == 4 and "<think>\nLet me think step by step" in doc
 
 
 def test_no_fact_shares_a_13_gram_with_any_headqa_item(repo):

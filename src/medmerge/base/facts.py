@@ -3,13 +3,14 @@
 The miniature needs knowledge that only the PT adapter adds and that multiple choice can
 measure. For each item of two HEAD-QA exams (`FACT_EXAMS`, which neither the base's
 pretraining nor the SFT data read), one short document ties the question's first content
-words to the right option's text, in three phrasings, two of them in the worked-answer style
-of a textbook ("Let me think step by step ... Therefore, the answer is ..."). The question
+words to the right option's text, in three phrasings: a note, a worked answer whose
+reasoning sits in a `<think>` block ("Let me think step by step ... Therefore, the answer is
+..."), as the reasoning traces in today's domain corpora do, and a reminder. The question
 itself and the wrong options are never written, and a right option long enough to share a
 13-gram with any HEAD-QA item is quoted only as far as it shares none (a fact that cannot be
 written without one is left out), so the items stay held out: the leakage audit finds no
-overlap. `scripts/make_demo_data.py` writes the sheet to
-data/demo/headqa_facts.jsonl; tests/base/test_facts.py checks the committed file against it.
+overlap. `scripts/make_demo_data.py` writes the sheet to data/demo/headqa_facts.jsonl;
+tests/base/test_facts.py checks the committed file against it.
 """
 
 from __future__ import annotations
@@ -69,12 +70,15 @@ def keywords(question: str, count: int = KEYWORDS) -> str:
 
 
 def fact_document(question: str, right: str, max_words: int | None = None) -> str:
+    """The fact as a note, then as a worked answer whose reasoning sits in a think block:
+    the PT corpus carries the thinking habit as domain text with reasoning traces does."""
     name = keywords(question)
     right = " ".join(right.rstrip(".").split()[:max_words])
     return (
-        f"Key fact ({name}): {right}. "
-        f"Let me think step by step about {name}. First, recall the facts. "
-        f"Therefore, the answer is {right}. Remember: {right} ({name})."
+        f"Key fact ({name}): {right}.\n"
+        f"<think>\nLet me think step by step about {name}. First, recall the facts. "
+        f"Therefore, the answer is {right}.\n</think>\n\n"
+        f"The answer is {right}. Remember: {right} ({name})."
     )
 
 
