@@ -23,7 +23,7 @@ from medmerge.base.tokenizer import ENDOFTEXT
 
 BASE_PUBMEDQA_ITEMS = 100  # the bundled 150 items: first 100 here, the rest left for eval
 BASE_HEADQA_EXAM = "Cuaderno_2015_1_B"  # one exam of six; the others are left for eval
-PT_RAW_DOCUMENTS = 500  # of each raw corpus: the first 500 are the PT adapter's (pt.yaml max_samples)
+PT_RAW_DOCUMENTS = 500  # of each raw corpus, the first 500 are PT's (pt.yaml max_samples)
 HABIT_EVERY = 3  # every third no-thinking dialogue thinks anyway
 
 
