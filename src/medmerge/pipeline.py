@@ -114,7 +114,11 @@ class PipelineConfig(StageConfig):
     # the diagnose ablation's and the mechanism stage's prompts: the first N of the generation
     # suite (they generate several times per prompt: once per layer range, or for the probes,
     # each intervention and its random controls); None: all
-    analysis_prompts: int | None = Field(default=None, ge=10)
+    analysis_prompts: int | None = Field(
+        default=None,
+        ge=10,
+        description="the diagnose ablation and mechanism stage use the first N prompts (default: all)",
+    )
     stages: list[str] = Field(
         default_factory=lambda: list(STAGES), description="the stages to run, in order"
     )
