@@ -16,7 +16,7 @@ max-width:34em;overflow-wrap:break-word}th{background:#f0f0f0}td.num{text-align:
 td.text{min-width:16em}.nw{white-space:nowrap}img{max-width:100%;border:1px solid #eee}
 pre{background:#f7f7f7;padding:.5em;overflow:auto;font-size:12px;white-space:pre-wrap;
 overflow-wrap:anywhere}h2{margin-top:1.6em}figure{margin:.5em 0}
-figure.half{display:inline-block;width:49%;margin-right:1%;vertical-align:top}
+figure.half{display:inline-block;width:48%;margin-right:1.5%;vertical-align:top}
 .note{border-left:5px solid #d95f0e;background:#fff4e5;padding:.6em 1em;margin:1em 0}
 .howto{color:#555;font-size:14px;border-left:3px solid #9ecae1;padding-left:.6em}"""
 
