@@ -16,6 +16,8 @@ greedy; each difference from the true merge has its paired test, one Holm family
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,8 @@ def _export(cfg: MistakesConfig, adapters: list[tuple[str, float]], out: Path, f
         verify=False,
         force=force,
     )
-    run_merge(merge)
+    with contextlib.redirect_stdout(io.StringIO()):  # its lines name the stage's staging folder
+        run_merge(merge)
     return out
 
 
