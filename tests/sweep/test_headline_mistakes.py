@@ -142,3 +142,16 @@ def test_mistakes_output_names_no_staging_folder(mistakes):
     for model in ("alpha_squared", "wrong_adapter", "overwritten"):
         assert (folder / "models" / model / "model.safetensors").is_file()
         assert not (folder / "models" / model / "medmerge_manifest.json").exists()
+
+
+def test_a_rate_that_never_varies_keeps_a_wilson_interval_and_big_differences_survive_holm():
+    never = Measured(
+        items={"think_tag_rate": np.zeros(200)}, per_seed={"think_tag_rate": [0, 0, 0]}
+    )
+    low, high = never.summary("think_tag_rate")["ci"]
+    assert low == 0 and high == pytest.approx(stats.wilson_interval(0, 200)[1]) and high > 0
+    a = Measured(items={"bleu4": np.full(200, 20.0)}, per_seed={"bleu4": [20.0]})
+    b = Measured(items={"bleu4": np.full(200, 8.0)}, per_seed={"bleu4": [8.0]})
+    entries = [paired_record(difference(a, b, "bleu4")) for _ in range(30)]
+    holm_adjust(entries)
+    assert all(e["significant"] for e in entries)  # 30 x 2 / 10001 < 0.05

@@ -47,6 +47,9 @@ MCQ_METRICS: dict[str, tuple[str, str, bool]] = {
     "accuracy_norm": ("MCQ accuracy (length-normalised)", "share", True),
 }
 BINARY = frozenset({"think_tag_rate", "marker_rate", "accuracy", "accuracy_norm"})
+# Paired bootstraps resample often enough that Holm over a whole table (about 30 tests) can
+# still call a large difference significant: the smallest p is 2 / (B + 1).
+RESAMPLES = 10_000
 
 
 @dataclass
@@ -61,8 +64,10 @@ class Measured:
     def summary(self, metric: str) -> dict[str, Any]:
         values = self.items[metric]
         n, seeds = len(values), len(self.per_seed.get(metric, [None]))
-        if metric in BINARY and seeds == 1:
-            estimate = stats.proportion(int(values.sum()), n)
+        if metric in BINARY and (seeds == 1 or np.ptp(values) == 0):
+            # one yes/no per item; or the same share on every item over the seeds, where a
+            # bootstrap's interval would collapse to a point: Wilson on the items
+            estimate = stats.proportion(round(float(values.sum())), n)
         else:
             estimate = stats.bootstrap(stats.mean_of(values), n)
         return {
@@ -84,7 +89,7 @@ def difference(a: Measured, b: Measured, metric: str, seed: int = 0) -> stats.Di
     single = len(a.per_seed.get(metric, [None])) == 1 and len(b.per_seed.get(metric, [None])) == 1
     if metric in BINARY and single:
         return stats.accuracy_difference(x.astype(bool), y.astype(bool))
-    return stats.paired_bootstrap(stats.mean_of(x), stats.mean_of(y), len(x), seed=seed)
+    return stats.paired_bootstrap(stats.mean_of(x), stats.mean_of(y), len(x), RESAMPLES, seed)
 
 
 def paired_record(diff: stats.Difference) -> dict[str, Any]:
