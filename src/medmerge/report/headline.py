@@ -95,17 +95,21 @@ def model_table(headline: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _decoding(decoding: dict) -> str:
+    """`sampled (preset B …)`: the name, with the description where it adds to it."""
+    name, description = str(decoding.get("name")), str(decoding.get("description") or "")
+    if description.startswith(name):
+        return description
+    return f"{name} ({description})" if description else name
+
+
 def _context_line(headline: dict) -> str:
     suites = []
     for key, kind in (("gen_suite", "generation"), ("mcq_suite", "multiple choice")):
         suite = headline.get(key) or {}
         if suite.get("name"):
             suites.append(f"{kind}: {suite['name']} (n = {suite.get('n', cells.MISSING)} items)")
-    decodings = [
-        str(d.get("name"))
-        + (f" ({d['description']})" if d.get("description") not in (None, d.get("name")) else "")
-        for d in headline.get("decodings") or []
-    ]
+    decodings = [_decoding(d) for d in headline.get("decodings") or []]
     parts = [f"template {headline['template']}"] if headline.get("template") else []
     parts += suites + ([f"decodings: {'; '.join(decodings)}"] if decodings else [])
     return "Held out from every training set; " + "; ".join(parts) + "."
