@@ -66,7 +66,10 @@ class DirectFile:
                 os.close(self.direct)
             os.close(self.fd)
             self._stage = None
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:  # a failed write's traceback still holds a view of the map;
+                pass  # it is freed with that view, and the write's own error goes on up
 
     def _flush(self, count: int) -> None:
         """Write the first `count` staged bytes (a multiple of _ALIGN) at the file's end."""
