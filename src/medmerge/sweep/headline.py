@@ -18,17 +18,18 @@ from medmerge.artifacts import atomic_write_json, staged_output
 from medmerge.checkpoints import Checkpoint
 from medmerge.config import StageConfig
 from medmerge.eval.backends import load_backend
-from medmerge.eval.config import EngineSettings, ModelSpec
+from medmerge.eval.config import ModelSpec
 from medmerge.eval.session import template_check
 from medmerge.lora import check_shapes, load_adapter
 from medmerge.manifest import write_manifest
 from medmerge.progress import progress_bar
-from medmerge.sweep.config import DecodingChoice, GenSuite, McqSuite, SweepAdapter, TemplateChoice
+from medmerge.sweep.config import DecodingChoice
 from medmerge.sweep.evaluate import load_gen_suite, load_mcq_suite
 from medmerge.sweep.itemwise import (
     GEN_METRICS,
     MCQ_METRICS,
     Measured,
+    SuiteStageConfig,
     difference,
     holm_adjust,
     measure_gen,
@@ -55,23 +56,10 @@ class HeadlineDecoding(DecodingChoice):
     description: str = ""
 
 
-class HeadlineConfig(EngineSettings):
-    path_fields = ("base", "adapters", "out")
-
-    base: str
-    adapters: list[SweepAdapter] = Field(min_length=1)
+class HeadlineConfig(SuiteStageConfig):
     models: list[HeadlineModel] = Field(min_length=2)  # the first is the reference
-    gen: GenSuite
-    mcq: McqSuite | None = None
-    template: TemplateChoice = Field(default_factory=TemplateChoice)
     decodings: dict[str, HeadlineDecoding]
     caveat: str = CAVEAT
-    device: str = "cpu"
-    dtype: str = "fp32"
-    batch_size: int = 16
-    out: str
-    force: bool = False
-    progress: bool = True
 
 
 def _cells(cfg: HeadlineConfig) -> int:

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from medmerge import stats
 from medmerge.data.templates import get_template
 from medmerge.eval.backends import Backend
+from medmerge.eval.config import EngineSettings
 from medmerge.eval.generation import generate_answers, score_outputs
 from medmerge.eval.mcq import FORMATS, McqTask, score_loglik
-from medmerge.sweep.config import DecodingChoice, TemplateChoice
+from medmerge.sweep.config import DecodingChoice, GenSuite, McqSuite, SweepAdapter, TemplateChoice
 from medmerge.sweep.evaluate import LoadedGen, LoadedMcq
 
 # name -> (label, unit, higher is better, a per-item reader of score_outputs' items)
@@ -50,6 +52,25 @@ BINARY = frozenset({"think_tag_rate", "marker_rate", "accuracy", "accuracy_norm"
 # Paired bootstraps resample often enough that Holm over a whole table (about 30 tests) can
 # still call a large difference significant: the smallest p is 2 / (B + 1).
 RESAMPLES = 10_000
+
+
+class SuiteStageConfig(EngineSettings):
+    """What the headline and mistakes stages share: the base and adapters, the sweep's first
+    suites and template, how the model runs, and where the stage writes."""
+
+    path_fields = ("base", "adapters", "out")
+
+    base: str
+    adapters: list[SweepAdapter] = Field(min_length=1)
+    gen: GenSuite
+    mcq: McqSuite | None = None
+    template: TemplateChoice = Field(default_factory=TemplateChoice)  # the training one
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch_size: int = 16
+    out: str
+    force: bool = False
+    progress: bool = True
 
 
 @dataclass

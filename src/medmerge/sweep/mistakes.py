@@ -29,18 +29,19 @@ from medmerge.artifacts import atomic_write_json, staged_output
 from medmerge.config import StageConfig
 from medmerge.errors import MedmergeError
 from medmerge.eval.backends import load_backend
-from medmerge.eval.config import EngineSettings, ModelSpec
+from medmerge.eval.config import ModelSpec
 from medmerge.eval.session import template_check
 from medmerge.lora import load_adapter
 from medmerge.manifest import MANIFEST_NAME, write_manifest
 from medmerge.merge import MergeConfig, run_merge
 from medmerge.progress import progress_bar
-from medmerge.sweep.config import DecodingChoice, GenSuite, McqSuite, SweepAdapter, TemplateChoice
+from medmerge.sweep.config import DecodingChoice, SweepAdapter, TemplateChoice
 from medmerge.sweep.evaluate import load_gen_suite, load_mcq_suite
 from medmerge.sweep.itemwise import (
     GEN_METRICS,
     MCQ_METRICS,
     Measured,
+    SuiteStageConfig,
     difference,
     holm_adjust,
     measure_gen,
@@ -54,27 +55,17 @@ from medmerge.verify.run import verify
 ADAPTER_FILE = "adapter_model.safetensors"
 
 
-class MistakesConfig(EngineSettings):
+class MistakesConfig(SuiteStageConfig):
     path_fields = ("base", "adapters", "merged", "out")
 
-    base: str
     adapters: list[SweepAdapter] = Field(min_length=2, max_length=2)  # PT, SFT
     weights: list[float] = Field(default_factory=lambda: [0.3, 0.7])  # the claimed recipe
     merged: str = Field(description="the true exported merge (the merge stage's folder)")
-    gen: GenSuite
-    mcq: McqSuite | None = None
-    template: TemplateChoice = Field(default_factory=TemplateChoice)  # the training one
     wrong_template: TemplateChoice = Field(
         default_factory=lambda: TemplateChoice(template="qwen3", enable_thinking=True)
     )
     decoding: DecodingChoice = Field(default_factory=lambda: DecodingChoice(preset="A"))
     later_point: list[float] = Field(default_factory=lambda: [0.1, 0.9])
-    device: str = "cpu"
-    dtype: str = "fp32"
-    batch_size: int = 16
-    out: str
-    force: bool = False
-    progress: bool = True
 
 
 class Mistake(StageConfig):
