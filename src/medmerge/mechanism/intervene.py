@@ -32,6 +32,7 @@ from medmerge.mechanism.interventions import (
     suppress_subspace,
 )
 from medmerge.mechanism.representations import last_token_states, shift_pca
+from medmerge.mechanism.shifted_scoring import Shift, shifted_hits
 from medmerge.stats import mcnemar_exact, proportion
 
 
@@ -156,11 +157,19 @@ def correctness_direction(hf: HFBackend, task: McqTask, items: list, batch: int)
     return direction / direction.norm() * states.norm(dim=1).mean()
 
 
-def _hits(hf: HFBackend, task: McqTask, items: list, shift: tuple[torch.Tensor, float] | None):
+def _hits(hf: HFBackend, task: McqTask, items: list, shift: Shift) -> list[bool]:
+    """Right or wrong per item, from a forward with the shift hooked onto the output layer."""
     block = shift_final_state(hf.model, *shift) if shift else contextlib.nullcontext()
     with block:
         records = score_loglik(task, items, [[] for _ in items], hf)
     return [bool(r["correct"]) for r in records]
+
+
+def fold_hits(hf: HFBackend, task: McqTask, items: list, shifts: list[Shift]) -> list[list[bool]]:
+    """Per shift, right or wrong per item: all shifts from one forward where the closed form
+    holds (shifted_scoring.py), else a hooked forward per shift."""
+    found = shifted_hits(hf, task, items, shifts)
+    return found if found is not None else [_hits(hf, task, items, s) for s in shifts]
 
 
 def logit_shift_rows(hf: HFBackend, cfg: MechanismConfig, loaded: Any, bar: Any) -> dict[str, Any]:
@@ -178,28 +187,35 @@ def logit_shift_rows(hf: HFBackend, cfg: MechanismConfig, loaded: Any, bar: Any)
     directions = [correctness_direction(hf, task, f, cfg.batch_size) for f in folds]
     bar.advance(1)
     hidden = directions[0].shape[0]
-
-    def hits_at(gamma: float, direction_of: Sequence[torch.Tensor]) -> list[bool]:
-        """Per item, right or wrong with fold f shifted along direction_of[f]."""
-        out: list[bool] = []
-        for fold, direction in zip(folds, direction_of, strict=True):
-            shift = (direction, gamma * float(direction.norm())) if gamma else None
-            out += _hits(hf, task, fold, shift)
-        bar.advance(1)
-        return out
-
     crossed = directions[::-1]  # each fold is shifted along the other fold's direction
-    baseline = hits_at(0.0, crossed)
+
+    def randoms(c: int) -> list[torch.Tensor]:
+        return [
+            random_directions(1, hidden, cfg.seed + 7919 * (c + 1) + f)[0] * d.norm()
+            for f, d in enumerate(directions)
+        ]
+
+    # every run as (gamma, per-fold directions): unchanged first, then per gamma the found
+    # direction and its random controls
+    runs: list[tuple[float, Sequence[torch.Tensor]]] = [(0.0, crossed)]
+    for gamma in spec.gammas:
+        runs += [(gamma, crossed)] + [(gamma, randoms(c)) for c in range(spec.controls)]
+    per_fold = [
+        fold_hits(
+            hf,
+            task,
+            fold,
+            [(d[f], gamma * float(d[f].norm())) if gamma else None for gamma, d in runs],
+        )
+        for f, fold in enumerate(folds)
+    ]
+    bar.advance(len(runs))
+    hits = [per_fold[0][k] + per_fold[1][k] for k in range(len(runs))]  # fold 0's items first
+    baseline, rest = hits[0], iter(hits[1:])
     rows = []
     for gamma in spec.gammas:
-        found = compare_to(baseline, hits_at(gamma, crossed))
-        controls = []
-        for c in range(spec.controls):
-            randoms = [
-                random_directions(1, hidden, cfg.seed + 7919 * (c + 1) + f)[0] * d.norm()
-                for f, d in enumerate(directions)
-            ]
-            controls.append(compare_to(baseline, hits_at(gamma, randoms)))
+        found = compare_to(baseline, next(rest))
+        controls = [compare_to(baseline, next(rest)) for _ in range(spec.controls)]
         summary = _controls_summary(controls)
         rows.append({"gamma": gamma, "found": found, "controls": controls, "summary": summary})
     unchanged = proportion(sum(baseline), len(baseline))

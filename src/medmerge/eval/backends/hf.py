@@ -28,7 +28,7 @@ from medmerge.eval.backends.base import (
     spec_plan,
 )
 from medmerge.eval.backends.greedy import greedy_generate, plain_greedy
-from medmerge.eval.backends.packed_scoring import group_by_prefix, score_packed
+from medmerge.eval.backends.packed_scoring import PrefixGroup, group_by_prefix, score_packed
 from medmerge.eval.config import EngineSettings, ModelSpec
 from medmerge.loading import load_causal_lm, load_tokenizer
 from medmerge.lora import WeightPlan, apply_merged_delta, restore_weights
@@ -178,15 +178,20 @@ class HFBackend:
         row: the shared prefix once, then each option (packed_scoring.py). Rows go longest
         first, `batch_size` groups (contexts, not requests) per forward.
         """
+        results = [0.0] * len(requests)
+        for groups in self.packed_groups(requests):
+            score_packed(self.model, groups, self.pad_id, results)
+        return results
+
+    def packed_groups(self, requests: Sequence[LoglikRequest]) -> list[list[PrefixGroup]]:
+        """The requests grouped by shared context, longest row first, `batch_size` groups
+        per forward."""
         encoded = continuation_splits(self.tokenizer, requests)
         # lm-eval's policy for a longer input: keep its last max_length + 1 tokens
         encoded = [(ids[-(self.max_length + 1) :], n) for ids, n in encoded]
         groups = group_by_prefix(encoded, [r.context for r in requests])
         groups.sort(key=lambda g: -g.row_length())
-        results = [0.0] * len(requests)
-        for start in range(0, len(groups), self.batch_size):
-            score_packed(self.model, groups[start : start + self.batch_size], self.pad_id, results)
-        return results
+        return [groups[i : i + self.batch_size] for i in range(0, len(groups), self.batch_size)]
 
     @torch.no_grad()
     def generate(

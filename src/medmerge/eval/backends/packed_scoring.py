@@ -136,19 +136,37 @@ def scored_logits(model: Any, inputs: dict[str, torch.Tensor], flat: torch.Tenso
     return out.logits[0]
 
 
-def score_packed(
-    model: Any, groups: Sequence[PrefixGroup], pad_id: int, results: list[float]
-) -> None:
-    """One forward over the groups' packed rows; each request's sum into `results`."""
+@dataclass
+class PackedBatch:
+    """The groups' packed rows as model inputs, the flat row positions whose logits are made
+    (each once, in order), and per request its positions in that order and its target ids."""
+
+    inputs: dict[str, torch.Tensor]
+    flat: torch.Tensor
+    requests: list[tuple[int, torch.Tensor, torch.Tensor]]  # (request index, picked, targets)
+
+
+def packed_batch(groups: Sequence[PrefixGroup], pad_id: int) -> PackedBatch:
     rows = [packed_row(g) for g in groups]
     inputs = batch_inputs(rows, pad_id)
     width = inputs["input_ids"].shape[1]
     flat = sorted({r * width + p for r, row in enumerate(rows) for s in row.scored for p in s})
     where = {position: k for k, position in enumerate(flat)}
-    logprobs = torch.log_softmax(scored_logits(model, inputs, torch.tensor(flat)).float(), -1)
-    logprobs = logprobs.cpu()
+    requests = []
     for r, (group, row) in enumerate(zip(groups, rows, strict=True)):
         for member, steps in enumerate(row.scored):
             picked = torch.tensor([where[r * width + p] for p in steps])
             targets = torch.tensor(group.sequences[member][-len(steps) :])
-            results[group.indices[member]] = float(logprobs[picked, targets].double().sum())
+            requests.append((group.indices[member], picked, targets))
+    return PackedBatch(inputs, torch.tensor(flat), requests)
+
+
+def score_packed(
+    model: Any, groups: Sequence[PrefixGroup], pad_id: int, results: list[float]
+) -> None:
+    """One forward over the groups' packed rows; each request's sum into `results`."""
+    batch = packed_batch(groups, pad_id)
+    logprobs = torch.log_softmax(scored_logits(model, batch.inputs, batch.flat).float(), -1)
+    logprobs = logprobs.cpu()
+    for index, picked, targets in batch.requests:
+        results[index] = float(logprobs[picked, targets].double().sum())

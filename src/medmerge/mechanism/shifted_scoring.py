@@ -1,0 +1,129 @@
+"""Multiple-choice scoring under many final-state shifts from one forward pass.
+
+The logit intervention (interventions.shift_final_state) moves the output layer's input h by
+gamma · v̂ at every position. The output layer is linear, so at a scored position the logits
+become z + gamma · (W v̂), z = W h + b the unshifted logits. One packed forward (the backend's
+own rows, packed_scoring.py) therefore captures h at every scored position, and each shift
+then costs an output-layer product and a log-softmax there instead of a forward of the whole
+model: the logit shift's 2 + gammas × (1 + controls) scorings of the MCQ suite become one.
+
+This holds only when the model does nothing to the logits after its output layer: the capture
+compares the output layer's result with the model's logits and returns None where they differ
+(soft-capping or scaled logits), and the caller then runs a hooked forward per shift. Equal
+to the hooked forward per shift up to fp32 rounding (tests/mechanism/test_shifted_scoring.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from medmerge.eval.backends.base import LoglikRequest
+from medmerge.eval.backends.hf import HFBackend
+from medmerge.eval.backends.packed_scoring import packed_batch, scored_logits
+from medmerge.eval.mcq import McqTask
+
+Shift = tuple[torch.Tensor, float] | None  # (direction, gamma): h + gamma · direction / ||·||
+CHUNK = 2048  # scored positions per output-layer product (a chunk x vocab logits block)
+
+
+@dataclass
+class CapturedStates:
+    """The output layer's input at every scored position of every request, with the token
+    it predicts and the request it belongs to."""
+
+    states: torch.Tensor  # [positions, hidden], on the model's device
+    targets: torch.Tensor  # [positions]
+    request: torch.Tensor  # [positions]
+    n_requests: int
+
+
+@torch.no_grad()
+def capture_states(hf: HFBackend, requests: Sequence[LoglikRequest]) -> CapturedStates | None:
+    """One packed forward over `requests`; None when the model changes the output layer's
+    logits before returning them (the closed form would then not be the model)."""
+    head = hf.model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        return None
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        seen["states"], seen["logits"] = args[0][0], output[0]
+
+    states, targets, owners = [], [], []
+    handle = head.register_forward_hook(keep)  # after scored_logits' cut to scored positions
+    try:
+        for groups in hf.packed_groups(requests):
+            batch = packed_batch(groups, hf.pad_id)
+            logits = scored_logits(hf.model, batch.inputs, batch.flat)
+            if not torch.equal(seen["logits"].float(), logits.float()):
+                return None
+            for index, picked, wanted in batch.requests:
+                states.append(seen["states"][picked.to(logits.device)])
+                targets.append(wanted)
+                owners.append(torch.full((len(wanted),), index, dtype=torch.long))
+    finally:
+        handle.remove()
+    device = hf.model.device
+    return CapturedStates(
+        torch.cat(states).float(),
+        torch.cat(targets).to(device),
+        torch.cat(owners).to(device),
+        len(requests),
+    )
+
+
+@torch.no_grad()
+def shifted_loglikelihoods(
+    captured: CapturedStates, head: torch.nn.Linear, shifts: Sequence[Shift]
+) -> torch.Tensor:
+    """[len(shifts), n_requests] float64: each request's continuation log-likelihood with
+    the output layer's input moved by each shift (None: unmoved), computed in fp32."""
+    weight = head.weight.float()
+    bias = head.bias.float() if head.bias is not None else None
+    offsets = torch.zeros(len(shifts), weight.shape[0], device=weight.device)
+    for k, shift in enumerate(shifts):
+        if shift is not None:
+            direction, gamma = shift
+            unit = direction.double() / float(direction.norm())
+            offsets[k] = gamma * (weight.double() @ unit.to(weight.device)).float()
+    sums = torch.zeros(len(shifts), captured.n_requests, dtype=torch.float64, device=weight.device)
+    for start in range(0, captured.states.shape[0], CHUNK):
+        part = slice(start, start + CHUNK)
+        logits = torch.nn.functional.linear(captured.states[part], weight, bias)
+        targets, owners = captured.targets[part], captured.request[part]
+        for k in range(len(shifts)):
+            moved = logits + offsets[k]
+            picked = moved.gather(1, targets[:, None])[:, 0] - moved.logsumexp(-1)
+            sums[k].index_add_(0, owners, picked.double())
+    return sums.cpu()
+
+
+def shifted_hits(
+    hf: HFBackend, task: McqTask, items: Sequence[Any], shifts: Sequence[Shift]
+) -> list[list[bool]] | None:
+    """Per shift, per item: is the highest-scoring option the answer (score_loglik's rule:
+    the first maximum, right when it is the only answer)? None where the closed form does not
+    apply (capture_states)."""
+    options = [task.continuations(item) for item in items]
+    requests = [
+        LoglikRequest(task.context(item, []), option)
+        for item, item_options in zip(items, options, strict=True)
+        for option in item_options
+    ]
+    captured = capture_states(hf, requests)
+    if captured is None:
+        return None
+    scores = shifted_loglikelihoods(captured, hf.model.get_output_embeddings(), shifts).tolist()
+    hits = []
+    for row in scores:
+        values, out = iter(row), []
+        for item, item_options in zip(items, options, strict=True):
+            option_scores = [next(values) for _ in item_options]
+            best = max(range(len(option_scores)), key=option_scores.__getitem__)
+            out.append({best} == set(item.answers))
+        hits.append(out)
+    return hits

@@ -1,0 +1,106 @@
+"""The logit shift's closed form (every shift from one forward) equals a hooked forward per
+shift, and a model that changes its logits after the output layer falls back to the hook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medmerge.data.templates import get_template
+from medmerge.eval.backends.base import LoglikRequest
+from medmerge.eval.backends.hf import HFBackend
+from medmerge.eval.config import ModelSpec
+from medmerge.eval.mcq import FORMATS, McqTask, score_loglik
+from medmerge.mechanism.intervene import fold_hits
+from medmerge.mechanism.interventions import random_directions, shift_final_state
+from medmerge.mechanism.shifted_scoring import (
+    capture_states,
+    shifted_hits,
+    shifted_loglikelihoods,
+)
+from medmerge.sweep.config import McqSuite
+from medmerge.sweep.evaluate import load_mcq_suite
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_base, repo):
+    hf = HFBackend(ModelSpec(base=str(tiny_base)), device="cpu", dtype="fp32", batch_size=4)
+    suite = McqSuite(
+        name="hq",
+        data=[str(repo / "data/mcq_en/dev_HEAD_EN.json")],
+        include_ids=["Cuaderno_2015_1_M"],
+        limit=24,
+        continuation="text",
+    )
+    loaded = load_mcq_suite(suite)
+    task = McqTask(FORMATS["en"], get_template("qwen3"), hf.tokenizer, False, continuation="text")
+    return hf, task, loaded.items
+
+
+def hooked(hf, task, items, shift):
+    """The reference: a forward per shift with the hook on the output layer."""
+    block = shift_final_state(hf.model, *shift) if shift else torch.no_grad()
+    with block:
+        records = score_loglik(task, items, [[] for _ in items], hf)
+    return [r["loglikelihoods"] for r in records], [bool(r["correct"]) for r in records]
+
+
+def requests_of(task, items):
+    return [
+        LoglikRequest(task.context(item, []), option)
+        for item in items
+        for option in task.continuations(item)
+    ]
+
+
+def shifts_for(hf, task, items):
+    """No shift, then random directions at +4, -4 and +1 mean final-state norms."""
+    norm = float(capture_states(hf, requests_of(task, items)).states.norm(dim=1).mean())
+    hidden = hf.model.config.hidden_size
+    return [None] + [
+        (random_directions(1, hidden, seed)[0], gamma * norm)
+        for seed, gamma in ((1, 4.0), (2, -4.0), (3, 1.0))
+    ]
+
+
+def test_every_shift_from_one_forward_equals_a_hooked_forward_per_shift(setup):
+    hf, task, items = setup
+    shifts = shifts_for(hf, task, items)
+    fast = shifted_hits(hf, task, items, shifts)
+    assert fast is not None  # a plain Qwen3 head: the closed form applies
+    requests = len(requests_of(task, items))
+    changed = 0
+    for shift, hits in zip(shifts, fast, strict=True):
+        logliks, reference = hooked(hf, task, items, shift)
+        assert sum(len(x) for x in logliks) == requests
+        assert hits == reference
+        changed += hits != fast[0]
+    assert changed >= 1  # the shifts are large enough to move some answers
+
+
+def test_the_log_likelihoods_match_the_hook_to_fp32_rounding(setup):
+    hf, task, items = setup
+    shifts = shifts_for(hf, task, items)
+    captured = capture_states(hf, requests_of(task, items))
+    scores = shifted_loglikelihoods(captured, hf.model.get_output_embeddings(), shifts)
+    for k, shift in enumerate(shifts):
+        logliks, _ = hooked(hf, task, items, shift)
+        flat = torch.tensor([x for row in logliks for x in row], dtype=torch.float64)
+        torch.testing.assert_close(scores[k], flat, atol=2e-4, rtol=1e-5)
+
+
+def test_logits_changed_after_the_output_layer_fall_back_to_the_hook(setup):
+    hf, task, items = setup
+    shifts = shifts_for(hf, task, items)[:2]
+
+    def soft_cap(_module, _args, output):
+        output.logits = 5.0 * torch.tanh(output.logits / 5.0)
+        return output
+
+    handle = hf.model.register_forward_hook(soft_cap)
+    try:
+        assert shifted_hits(hf, task, items, shifts) is None
+        got = fold_hits(hf, task, items, shifts)
+        assert got == [hooked(hf, task, items, s)[1] for s in shifts]
+    finally:
+        handle.remove()
