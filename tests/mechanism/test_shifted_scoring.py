@@ -15,6 +15,7 @@ from medmerge.mechanism.intervene import fold_hits
 from medmerge.mechanism.interventions import random_directions, shift_final_state
 from medmerge.mechanism.shifted_scoring import (
     capture_states,
+    continuation_end_states,
     shifted_hits,
     shifted_loglikelihoods,
 )
@@ -104,3 +105,14 @@ def test_logits_changed_after_the_output_layer_fall_back_to_the_hook(setup):
         assert got == [hooked(hf, task, items, s)[1] for s in shifts]
     finally:
         handle.remove()
+
+
+def test_states_at_each_continuations_end_equal_a_padded_forward_of_the_whole_text(setup):
+    from medmerge.mechanism.representations import last_token_states
+
+    hf, task, items = setup
+    requests = requests_of(task, items[:8])
+    packed = continuation_end_states(hf, requests)
+    texts = [r.context + r.continuation for r in requests]
+    whole = last_token_states(hf.model, hf.tokenizer, texts, batch_size=4)[-1]
+    torch.testing.assert_close(packed, whole, atol=1e-5, rtol=1e-5)

@@ -11,6 +11,7 @@ non-Linux), every byte goes through the ordinary descriptor instead.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -66,10 +67,10 @@ class DirectFile:
                 os.close(self.direct)
             os.close(self.fd)
             self._stage = None
-            try:
+            # a failed write's traceback may still hold a view of the map: it is freed with
+            # that view, and the write's own error goes on up
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:  # a failed write's traceback still holds a view of the map;
-                pass  # it is freed with that view, and the write's own error goes on up
 
     def _flush(self, count: int) -> None:
         """Write the first `count` staged bytes (a multiple of _ALIGN) at the file's end."""

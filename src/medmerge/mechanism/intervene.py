@@ -20,6 +20,7 @@ import torch
 
 from medmerge.data.templates import get_template
 from medmerge.errors import ConfigError
+from medmerge.eval.backends.base import LoglikRequest
 from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.generation import generate_answers
 from medmerge.eval.leakage import item_leakage
@@ -31,8 +32,8 @@ from medmerge.mechanism.interventions import (
     shift_final_state,
     suppress_subspace,
 )
-from medmerge.mechanism.representations import last_token_states, shift_pca
-from medmerge.mechanism.shifted_scoring import Shift, shifted_hits
+from medmerge.mechanism.representations import shift_pca
+from medmerge.mechanism.shifted_scoring import Shift, continuation_end_states, shifted_hits
 from medmerge.stats import mcnemar_exact, proportion
 
 
@@ -126,32 +127,16 @@ def suppression_rows(
     }
 
 
-@torch.no_grad()
-def final_states(hf: HFBackend, texts: Sequence[str], batch_size: int) -> torch.Tensor:
-    """[len(texts), hidden]: the output layer's input at each text's last token."""
-    captured: list[torch.Tensor] = []
-
-    def hook(_module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
-        captured.append(inputs[0][:, -1].double().cpu())
-
-    handle = hf.model.get_output_embeddings().register_forward_pre_hook(hook)
-    try:
-        last_token_states(hf.model, hf.tokenizer, texts, batch_size)
-    finally:
-        handle.remove()
-    return torch.cat(captured)
-
-
-def correctness_direction(hf: HFBackend, task: McqTask, items: list, batch: int) -> torch.Tensor:
+def correctness_direction(hf: HFBackend, task: McqTask, items: list) -> torch.Tensor:
     """mean final state after a right option − after a wrong one, scaled to the states' mean
     norm (so gamma counts in units of a typical final state)."""
-    texts, right = [], []
+    requests, right = [], []
     for item in items:
         context = task.context(item, [])
         for index, continuation in enumerate(task.continuations(item)):
-            texts.append(context + continuation)
+            requests.append(LoglikRequest(context, continuation))
             right.append(index in item.answers)
-    states = final_states(hf, texts, batch)
+    states = continuation_end_states(hf, requests)
     mask = torch.tensor(right)
     direction = mean_difference(states[mask], states[~mask])
     return direction / direction.norm() * states.norm(dim=1).mean()
@@ -184,7 +169,7 @@ def logit_shift_rows(hf: HFBackend, cfg: MechanismConfig, loaded: Any, bar: Any)
     )
     items = loaded.items
     folds = [items[0::2], items[1::2]]
-    directions = [correctness_direction(hf, task, f, cfg.batch_size) for f in folds]
+    directions = [correctness_direction(hf, task, f) for f in folds]
     bar.advance(1)
     hidden = directions[0].shape[0]
     crossed = directions[::-1]  # each fold is shifted along the other fold's direction

@@ -77,6 +77,29 @@ def capture_states(hf: HFBackend, requests: Sequence[LoglikRequest]) -> Captured
 
 
 @torch.no_grad()
+def continuation_end_states(hf: HFBackend, requests: Sequence[LoglikRequest]) -> torch.Tensor:
+    """[len(requests), hidden] float64: the output layer's input at each request's last
+    continuation token, from packed rows (each shared context runs once)."""
+    head = hf.model.get_output_embeddings()
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(_module: torch.nn.Module, args: tuple, _output: torch.Tensor) -> None:
+        seen["states"] = args[0][0]
+
+    states = torch.zeros(len(requests), head.in_features, dtype=torch.float64)
+    handle = head.register_forward_hook(keep)
+    try:
+        for groups in hf.packed_groups(requests, append=hf.pad_id):
+            batch = packed_batch(groups, hf.pad_id)
+            scored_logits(hf.model, batch.inputs, batch.flat)
+            for index, picked, _targets in batch.requests:
+                states[index] = seen["states"][picked[-1]].double().cpu()
+    finally:
+        handle.remove()
+    return states
+
+
+@torch.no_grad()
 def shifted_loglikelihoods(
     captured: CapturedStates, head: torch.nn.Linear, shifts: Sequence[Shift]
 ) -> torch.Tensor:

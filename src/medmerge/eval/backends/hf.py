@@ -183,12 +183,18 @@ class HFBackend:
             score_packed(self.model, groups, self.pad_id, results)
         return results
 
-    def packed_groups(self, requests: Sequence[LoglikRequest]) -> list[list[PrefixGroup]]:
+    def packed_groups(
+        self, requests: Sequence[LoglikRequest], append: int | None = None
+    ) -> list[list[PrefixGroup]]:
         """The requests grouped by shared context, longest row first, `batch_size` groups
-        per forward."""
+        per forward. `append`: a token id put after every continuation, so that the
+        continuation's last token is an input too (its states are computed)."""
         encoded = continuation_splits(self.tokenizer, requests)
         # lm-eval's policy for a longer input: keep its last max_length + 1 tokens
-        encoded = [(ids[-(self.max_length + 1) :], n) for ids, n in encoded]
+        keep = self.max_length + (1 if append is None else 0)
+        encoded = [(ids[-keep:], n) for ids, n in encoded]
+        if append is not None:
+            encoded = [([*ids, append], n + 1) for ids, n in encoded]
         groups = group_by_prefix(encoded, [r.context for r in requests])
         groups.sort(key=lambda g: -g.row_length())
         return [groups[i : i + self.batch_size] for i in range(0, len(groups), self.batch_size)]
