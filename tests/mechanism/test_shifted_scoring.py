@@ -11,6 +11,7 @@ from medmerge.eval.backends.base import LoglikRequest
 from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.config import ModelSpec
 from medmerge.eval.mcq import FORMATS, McqTask, score_loglik
+from medmerge.mechanism import shifted_scoring
 from medmerge.mechanism.intervene import fold_hits
 from medmerge.mechanism.interventions import random_directions, shift_final_state
 from medmerge.mechanism.shifted_scoring import (
@@ -79,9 +80,12 @@ def test_every_shift_from_one_forward_equals_a_hooked_forward_per_shift(setup):
     assert changed >= 1  # the shifts are large enough to move some answers
 
 
-def test_the_log_likelihoods_match_the_hook_to_fp32_rounding(setup):
+@pytest.mark.parametrize("one_by_one", [False, True])
+def test_the_log_likelihoods_match_the_hook_to_fp32_rounding(setup, monkeypatch, one_by_one):
     hf, task, items = setup
     shifts = shifts_for(hf, task, items)
+    if one_by_one:  # as when a shift is so large that the one product leaves fp64's range
+        monkeypatch.setattr(shifted_scoring, "TINY", float("inf"))
     captured = capture_states(hf, requests_of(task, items))
     scores = shifted_loglikelihoods(captured, hf.model.get_output_embeddings(), shifts)
     for k, shift in enumerate(shifts):

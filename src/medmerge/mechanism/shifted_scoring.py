@@ -27,7 +27,8 @@ from medmerge.eval.backends.packed_scoring import packed_batch, scored_logits
 from medmerge.eval.mcq import McqTask
 
 Shift = tuple[torch.Tensor, float] | None  # (direction, gamma): h + gamma · direction / ||·||
-CHUNK = 2048  # scored positions per output-layer product (a chunk x vocab logits block)
+CHUNK_ELEMENTS = 1 << 24  # positions x vocabulary per block of logits (128 MB in fp64)
+TINY = 1e-280  # a sum of exponentials below this has lost digits to fp64's range
 
 
 @dataclass
@@ -104,24 +105,37 @@ def shifted_loglikelihoods(
     captured: CapturedStates, head: torch.nn.Linear, shifts: Sequence[Shift]
 ) -> torch.Tensor:
     """[len(shifts), n_requests] float64: each request's continuation log-likelihood with
-    the output layer's input moved by each shift (None: unmoved), computed in fp32."""
+    the output layer's input moved by each shift (None: unmoved).
+
+    With z the unshifted logits and o_k shift k's logit offset, log-softmax(z + o_k)[t] is
+    z_t + o_kt − m − M_k − log Σ_v exp(z_v − m) exp(o_kv − M_k) (m, M_k the maxima): the sums
+    over the vocabulary for every shift at once are one fp64 matrix product.
+    """
     weight = head.weight.float()
     bias = head.bias.float() if head.bias is not None else None
-    offsets = torch.zeros(len(shifts), weight.shape[0], device=weight.device)
+    offsets = torch.zeros(len(shifts), weight.shape[0], dtype=torch.float64, device=weight.device)
     for k, shift in enumerate(shifts):
         if shift is not None:
             direction, gamma = shift
             unit = direction.double() / float(direction.norm())
-            offsets[k] = gamma * (weight.double() @ unit.to(weight.device)).float()
+            offsets[k] = gamma * (weight.double() @ unit.to(weight.device))
+    top = offsets.max(dim=1).values  # [shifts]
+    scaled = (offsets - top[:, None]).exp().T  # [vocab, shifts], each column's maximum 1
     sums = torch.zeros(len(shifts), captured.n_requests, dtype=torch.float64, device=weight.device)
-    for start in range(0, captured.states.shape[0], CHUNK):
-        part = slice(start, start + CHUNK)
-        logits = torch.nn.functional.linear(captured.states[part], weight, bias)
+    chunk = max(1, CHUNK_ELEMENTS // weight.shape[0])
+    for start in range(0, captured.states.shape[0], chunk):
+        part = slice(start, start + chunk)
+        logits = torch.nn.functional.linear(captured.states[part], weight, bias).double()
         targets, owners = captured.targets[part], captured.request[part]
+        peak = logits.max(dim=1).values  # [positions]
+        total = (logits - peak[:, None]).exp() @ scaled  # [positions, shifts]
+        if bool((total > TINY).all()):
+            lse = total.log() + peak[:, None] + top[None, :]
+        else:  # a shift so large that the product left fp64's range: one shift at a time
+            lse = torch.stack([(logits + o).logsumexp(-1) for o in offsets], 1)
+        picked = logits.gather(1, targets[:, None]) + offsets[:, targets].T - lse
         for k in range(len(shifts)):
-            moved = logits + offsets[k]
-            picked = moved.gather(1, targets[:, None])[:, 0] - moved.logsumexp(-1)
-            sums[k].index_add_(0, owners, picked.double())
+            sums[k].index_add_(0, owners, picked[:, k])
     return sums.cpu()
 
 
