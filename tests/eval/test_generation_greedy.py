@@ -1,4 +1,5 @@
-"""HFBackend's greedy path (finished rows leave the batch) against stock model.generate."""
+"""HFBackend's greedy and sampling path (finished rows leave the batch) against stock
+model.generate."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from collections import Counter
 import pytest
 import torch
 
+from medmerge.eval.backends import greedy
 from medmerge.eval.backends.base import decode_generation
-from medmerge.eval.backends.greedy import greedy_generate, plain_greedy
+from medmerge.eval.backends.greedy import greedy_generate, plain_greedy, plain_sampling
 from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.config import ModelSpec
 
@@ -88,3 +90,44 @@ def test_think_penalty_applies_on_the_greedy_path(backend):
         got = backend.generate(PROMPTS[:1], decoding, [])[0]
     assert backend.tokenizer(got.text, add_special_tokens=False)["input_ids"][0] != token
     assert torch.is_grad_enabled()
+
+
+SAMPLED = [
+    {"temperature": 0.6, "top_p": 0.8, "top_k": 0},  # the study's preset B
+    {"temperature": 1.3, "top_p": 0.95, "top_k": 20},
+    {"temperature": 1.0, "top_p": 1.0, "top_k": 0},  # no warper at all
+]
+
+
+@pytest.mark.parametrize("settings", SAMPLED)
+def test_sampling_equals_model_generate_under_the_same_seed(backend, monkeypatch, settings):
+    """Two batches of rows that stop at different steps, three seeds: the fast path's tokens
+    are model.generate's (which the backend runs when the fast path is switched off)."""
+    stops = mid_answer_stops(backend)
+    fast, stock = [], []
+    for seed in range(3):
+        decoding = {"do_sample": True, "max_new_tokens": NEW_TOKENS, "seed": seed, **settings}
+        assert plain_sampling(backend.model, decoding)
+        fast.append(backend.generate(PROMPTS, decoding, stops))
+        with monkeypatch.context() as patched:
+            patched.setattr("medmerge.eval.backends.hf.plain_sampling", lambda *_: False)
+            stock.append(backend.generate(PROMPTS, decoding, stops))
+    assert fast == stock
+    assert len({tuple(g.text for g in run) for run in fast}) > 1  # the seeds differ
+    assert any(g.stopped for run in fast for g in run)
+    assert len({g.tokens for run in fast for g in run}) > 1  # rows left at different steps
+
+
+def test_only_plain_sampling_takes_the_fast_path(backend):
+    sampled = {"do_sample": True, "temperature": 0.6, "top_p": 0.8}
+    assert plain_sampling(backend.model, sampled)
+    assert not plain_sampling(backend.model, {"do_sample": False})
+    assert not plain_sampling(backend.model, {**sampled, "answer_only": True})
+    for key, value in (("min_p", 0.1), ("typical_p", 0.9), ("repetition_penalty", 1.05)):
+        before = getattr(backend.model.generation_config, key, None)
+        setattr(backend.model.generation_config, key, value)
+        try:
+            assert not plain_sampling(backend.model, sampled), key
+        finally:
+            setattr(backend.model.generation_config, key, before)
+    assert greedy.Sampler(sampled, 2).warpers  # temperature and top-p

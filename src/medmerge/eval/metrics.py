@@ -178,7 +178,7 @@ def _mean_of(key: str) -> Callable[[Results], Any]:
 METRICS: tuple[Metric, ...] = (
     Metric(
         "bleu4",
-        "BLEU-4 (char, x100)",
+        "BLEU-4 (character-level)",
         sample=sentence_bleu4,
         read=raw("bleu4"),
         report=1,
@@ -263,7 +263,14 @@ def pareto_objectives() -> tuple[tuple[str, int], ...]:
 
 
 def sample_scores(prediction: str, reference: str) -> dict[str, float]:
-    return {m.name: m.sample(prediction, reference) for m in METRICS if m.sample is not None}
+    return dict(_sample_scores(prediction, reference))
+
+
+@lru_cache(maxsize=1 << 14)
+def _sample_scores(prediction: str, reference: str) -> tuple[tuple[str, float], ...]:
+    """Every per-sample metric of one pair, computed once: an output with no think block is
+    scored again as its stripped self, and a sweep's neighbouring points repeat outputs."""
+    return tuple((m.name, m.sample(prediction, reference)) for m in METRICS if m.sample is not None)
 
 
 def generation_metrics(

@@ -1,13 +1,21 @@
-"""Greedy decoding that drops finished rows, with model.generate's outputs.
+"""Greedy decoding and plain sampling that drop finished rows, with model.generate's outputs.
 
 `model.generate` keeps every row of a batch in every step until the last row stops, so a
 batch costs its longest answer times the batch size. Here a row leaves the batch (and its
-KV cache) as soon as it emits a stop token, and the loop does only what greedy decoding
-needs: one forward, an argmax and the cache. The inputs are the ones generate builds (left
-padding, positions = cumulative mask - 1, the 2-D mask grown by one per step), so the
-tokens are the same (tests/eval/test_backends_speedpaths.py). Only plain greedy decoding
-takes this path: sampling, banned words, or a generation config that changes the logits
-(repetition penalty and the like) go through model.generate.
+KV cache) as soon as it emits a stop token, and the loop does only what decoding needs: one
+forward, a pick and the cache. The inputs are the ones generate builds (left padding,
+positions = cumulative mask - 1, the 2-D mask grown by one per step), so the tokens are the
+same (tests/eval/test_generation_greedy.py).
+
+Sampling picks as generate's multinomial sampling does: the fp32 last-step logits through
+the same warpers (temperature, top-k, top-p, in generate's order), a softmax, and
+torch.multinomial over a tensor of the whole batch's shape. A finished row's place holds a
+uniform distribution: the draw consumes the random stream by shape alone (one exponential
+per entry), so every live row gets the token generate gives it under the same seed.
+
+Only plain decoding takes this path: banned words, or a generation config that changes the
+logits (repetition penalty and the like) or samples another way (min-p, typical, epsilon,
+eta, top-h) go through model.generate.
 """
 
 from __future__ import annotations
@@ -37,15 +45,66 @@ _NEUTRAL = {
 }
 
 
+# generation-config settings that add a sampling warper beyond temperature, top-k and top-p
+_SAMPLING_NEUTRAL = {
+    "top_h": (None,),
+    "min_p": (None,),
+    "typical_p": (None, 1.0),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+}
+
+
 def plain_greedy(model: Any, decoding: dict[str, Any]) -> bool:
     """Whether greedy picks are the argmax of the model's logits under `decoding` and the
     model's own generation config (a Qwen2.5 folder's repetition_penalty 1.05 is not)."""
     if decoding.get("do_sample") or decoding.get("answer_only"):
         return False
+    return _neutral(model, _NEUTRAL)
+
+
+def plain_sampling(model: Any, decoding: dict[str, Any]) -> bool:
+    """Whether `decoding` samples with temperature, top-k and top-p alone, under a model
+    generation config that adds no processor or warper."""
+    if not decoding.get("do_sample") or decoding.get("answer_only"):
+        return False
+    return _neutral(model, _NEUTRAL) and _neutral(model, _SAMPLING_NEUTRAL)
+
+
+def _neutral(model: Any, settings: dict[str, tuple]) -> bool:
     config = getattr(model, "generation_config", None)
-    if config is None:
-        return True
-    return all(getattr(config, key, None) in ok for key, ok in _NEUTRAL.items())
+    return config is None or all(getattr(config, k, None) in ok for k, ok in settings.items())
+
+
+class Sampler:
+    """generate's multinomial pick for the live rows of a batch of `batch` rows."""
+
+    def __init__(self, decoding: dict[str, Any], batch: int) -> None:
+        from transformers.generation.logits_process import (
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        temperature, top_p = float(decoding["temperature"]), float(decoding["top_p"])
+        top_k = int(decoding.get("top_k") or 0)
+        self.warpers: list[Any] = []  # in generate's order, under generate's conditions
+        if temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(temperature))
+        if top_k != 0:
+            self.warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+        self.batch = batch
+
+    def __call__(self, logits: torch.Tensor, alive: list[int]) -> torch.Tensor:
+        scores = logits.to(dtype=torch.float32, copy=True)
+        for warper in self.warpers:
+            scores = warper(None, scores)
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        whole = probs.new_full((self.batch, probs.shape[-1]), 1.0 / probs.shape[-1])
+        whole[alive] = probs
+        return torch.multinomial(whole, num_samples=1).squeeze(1)[alive]
 
 
 def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,16 +144,23 @@ def _prefill(model: Any, rows: Sequence[list[int]], pad_id: int) -> tuple:
 
 @torch.no_grad()
 def greedy_generate(
-    model: Any, rows: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int], pad_id: int
+    model: Any,
+    rows: Sequence[list[int]],
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    sampling: dict[str, Any] | None = None,
 ) -> list[list[int]]:
-    """Greedy continuations of the token `rows` (one batch), each ending at its first stop
-    token (kept) or after `max_new_tokens`; a finished row leaves the batch at once."""
+    """Greedy (or, given `sampling`'s temperature / top_p / top_k, sampled) continuations of
+    the token `rows` (one batch), each ending at its first stop token (kept) or after
+    `max_new_tokens`; a finished row leaves the batch at once."""
     logits, cache, mask, position = _prefill(model, rows, pad_id)
     stops = torch.tensor(list(stop_ids) or [-1], device=model.device)
     generated: list[list[int]] = [[] for _ in rows]
     alive = list(range(len(rows)))  # row numbers still in the batch, in batch order
+    sampler = Sampler(sampling, len(rows)) if sampling else None
     for step in range(max_new_tokens):
-        picked = logits[:, -1].argmax(-1)
+        picked = sampler(logits[:, -1], alive) if sampler else logits[:, -1].argmax(-1)
         for row, token in zip(alive, picked.tolist(), strict=True):
             generated[row].append(token)
         going = ~torch.isin(picked, stops)
