@@ -1,7 +1,7 @@
 """Safetensors checkpoints, tensor by tensor: lazy reading with read-ahead, streamed writing,
 and the reusable scratch buffers both need. Shared by merge, verify, eval and sweep."""
 
-from medmerge.checkpoints.buffers import Scratch, return_freed_memory
+from medmerge.checkpoints.buffers import Scratch, freed_memory_returned
 from medmerge.checkpoints.reading import (
     DTYPE_NAMES,
     DTYPES,
@@ -34,6 +34,7 @@ __all__ = [
     "Payload",
     "Scratch",
     "TensorEntry",
+    "freed_memory_returned",
     "output_dtype",
     "parse_size",
     "plan_shards",
@@ -42,7 +43,6 @@ __all__ = [
     "read_header",
     "read_tensor",
     "refuse_dangling_link",
-    "return_freed_memory",
     "shard_names",
     "write_index",
     "write_shard",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from medmerge.architectures import architecture_of
 from medmerge.artifacts import check_output_free, guard_inputs, staged_output
-from medmerge.checkpoints import DTYPE_NAMES, Checkpoint, return_freed_memory
+from medmerge.checkpoints import DTYPE_NAMES, Checkpoint, freed_memory_returned
 from medmerge.errors import MergeError
 from medmerge.lora import MergeSpec, check_shapes, get_method
 from medmerge.lora.methods import methods_with
@@ -32,7 +32,11 @@ MERGED_ADAPTER_DIR = "merged_adapter"
 
 def run_merge(cfg: MergeConfig) -> int:
     """Merge; return 0 on success, 1 when the merged result fails verification."""
-    return_freed_memory()
+    with freed_memory_returned():
+        return _run_merge(cfg)
+
+
+def _run_merge(cfg: MergeConfig) -> int:
     spec = MergeSpec.from_config(cfg)
     _check_export(cfg)
     inputs = [cfg.base, *(a.path for a in cfg.adapters)]
