@@ -3,6 +3,8 @@ shift, and a model that changes its logits after the output layer falls back to 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -94,7 +96,8 @@ def test_the_log_likelihoods_match_the_hook_to_fp32_rounding(setup, monkeypatch,
         torch.testing.assert_close(scores[k], flat, atol=2e-4, rtol=1e-5)
 
 
-def test_logits_changed_after_the_output_layer_fall_back_to_the_hook(setup):
+@pytest.mark.parametrize("change", ["soft-cap", "think penalty"])
+def test_logits_changed_after_the_output_layer_fall_back_to_the_hook(setup, change):
     hf, task, items = setup
     shifts = shifts_for(hf, task, items)[:2]
 
@@ -102,13 +105,20 @@ def test_logits_changed_after_the_output_layer_fall_back_to_the_hook(setup):
         output.logits = 5.0 * torch.tanh(output.logits / 5.0)
         return output
 
-    handle = hf.model.register_forward_hook(soft_cap)
+    if change == "soft-cap":  # as Gemma 2 does after its output layer
+        handle = hf.model.register_forward_hook(soft_cap)
+        block = contextlib.nullcontext()
+    else:  # the backend's own hook on the output layer's result
+        handle = None
+        block = hf.token_penalty([3, 5, 7], 4.0)
     try:
-        assert shifted_hits(hf, task, items, shifts) is None
-        got = fold_hits(hf, task, items, shifts)
-        assert got == [hooked(hf, task, items, s)[1] for s in shifts]
+        with block:
+            assert shifted_hits(hf, task, items, shifts) is None
+            got = fold_hits(hf, task, items, shifts)
+            assert got == [hooked(hf, task, items, s)[1] for s in shifts]
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
 
 
 def test_states_at_each_continuations_end_equal_a_padded_forward_of_the_whole_text(setup):

@@ -8,8 +8,9 @@ then costs an output-layer product and a log-softmax there instead of a forward 
 model: the logit shift's 2 + gammas × (1 + controls) scorings of the MCQ suite become one.
 
 This holds only when the model does nothing to the logits after its output layer: the capture
-compares the output layer's result with the model's logits and returns None where they differ
-(soft-capping or scaled logits), and the caller then runs a hooked forward per shift. Equal
+compares the output layer's product of the captured states with the model's logits and returns
+None where they differ (soft-capping, scaled logits, a hook on the output layer), and the
+caller then runs a hooked forward per shift. Equal
 to the hooked forward per shift up to fp32 rounding (tests/mechanism/test_shifted_scoring.py).
 """
 
@@ -51,16 +52,22 @@ def capture_states(hf: HFBackend, requests: Sequence[LoglikRequest]) -> Captured
         return None
     seen: dict[str, torch.Tensor] = {}
 
-    def keep(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
-        seen["states"], seen["logits"] = args[0][0], output[0]
+    def keep(_module: torch.nn.Module, args: tuple, _output: torch.Tensor) -> None:
+        seen["states"] = args[0][0]
 
+    # the model's logits must be the output layer's product of the captured states, to the
+    # rounding of the model's dtype: anything a model or a hook does after it fails this
+    tolerance = 1e-5 if head.weight.dtype == torch.float32 else 2e-2
+    weight = head.weight.float()
+    bias = head.bias.float() if head.bias is not None else None
     states, targets, owners = [], [], []
     handle = head.register_forward_hook(keep)  # after scored_logits' cut to scored positions
     try:
         for groups in hf.packed_groups(requests):
             batch = packed_batch(groups, hf.pad_id)
-            logits = scored_logits(hf.model, batch.inputs, batch.flat)
-            if not torch.equal(seen["logits"].float(), logits.float()):
+            logits = scored_logits(hf.model, batch.inputs, batch.flat).float()
+            product = torch.nn.functional.linear(seen["states"].float(), weight, bias)
+            if not torch.allclose(product, logits, rtol=tolerance, atol=tolerance):
                 return None
             for index, picked, wanted in batch.requests:
                 states.append(seen["states"][picked.to(logits.device)])
