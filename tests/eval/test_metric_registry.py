@@ -20,7 +20,7 @@ EXACT = Metric(
     sample=lambda prediction, reference: 100.0 * (prediction.strip() == reference.strip()),
     read=raw("exact"),
     report=8,
-    plot=4,
+    plot=5,
     objective=1,
 )
 
@@ -45,7 +45,12 @@ def test_the_registry_gives_todays_columns_objectives_and_panels():
         ("bleu4", 1),
         ("think_tag_rate", -1),
     ]
-    assert [m.column for m in metrics.plot_panels()] == ["bleu4", "avg_accuracy", "think_tag_rate"]
+    assert [m.column for m in metrics.plot_panels()] == [
+        "bleu4",
+        "avg_accuracy",
+        "think_tag_rate",
+        "marker_rate",
+    ]
 
 
 def test_a_new_metric_reaches_results_and_the_sweep_table(with_exact):
@@ -97,3 +102,10 @@ def test_a_new_metric_reaches_the_report_and_the_plot(with_exact, tmp_path):
     assert len(headers) == 2 and all("| avg_accuracy | exact |" in h for h in headers)
     assert "| 12.5 |" in md and "| 13.5 |" in md
     assert (run / "report" / "00_sweep_tradeoff.png").is_file()
+
+
+def test_scores_cached_before_a_metric_is_added_still_get_it(monkeypatch):
+    before = metrics.sample_scores("the same answer", "the same answer")
+    assert "exact" not in before
+    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, EXACT))
+    assert metrics.sample_scores("the same answer", "the same answer")["exact"] == 100.0

@@ -65,6 +65,23 @@ def test_flatten_carries_each_suites_ci_and_the_average_s():
     assert columns["avg_accuracy_hi"] - columns["avg_accuracy"] == pytest.approx(half)
 
 
+def test_one_suites_average_keeps_its_own_ci_and_a_rates_stays_in_0_1():
+    from medmerge.eval.generation import score_outputs
+
+    def suite(tagged: int) -> dict:
+        predictions = ["<think>x</think>yes"] * tagged + ["yes"] * (100 - tagged)
+        return score_outputs(predictions, ["yes"] * 100, "en", None, None)[0]
+
+    # one suite with 1 of 100 answers tagged: the average is that suite, with its Wilson CI
+    one = flatten({"g": suite(1)}, {})
+    assert one["think_tag_rate"] == pytest.approx(0.01)
+    assert one["think_tag_rate_lo"] == one["g.think_tag_rate_lo"] > 0
+    assert one["think_tag_rate_hi"] == one["g.think_tag_rate_hi"]
+    # two suites (0 and 1 tagged): the normal CI of their mean, cut at 0
+    two = flatten({"g": suite(0), "h": suite(1)}, {})
+    assert two["think_tag_rate_lo"] == 0.0 < two["think_tag_rate"] < two["think_tag_rate_hi"]
+
+
 def test_power_said_up_front():
     assert "with n = 24 the 95% CI half-width on accuracy is ±0.19" in power_line("mmlu", 24)
     assert power_line("medqa", 1273).startswith("suite medqa")  # ±0.03: no warning

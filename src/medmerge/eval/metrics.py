@@ -214,7 +214,14 @@ METRICS: tuple[Metric, ...] = (
         read=leak("nonempty_think_rate"),
         uncertainty="leakage.nonempty_think_rate",
     ),
-    Metric("marker_rate", read=leak("marker_rate"), report=5, uncertainty="leakage.marker_rate"),
+    Metric(
+        "marker_rate",
+        "reasoning-marker rate",
+        read=leak("marker_rate"),
+        report=5,
+        plot=4,
+        uncertainty="leakage.marker_rate",
+    ),
     Metric(
         "len_tokens",
         read=_mean_of("length_tokens"),
@@ -263,14 +270,17 @@ def pareto_objectives() -> tuple[tuple[str, int], ...]:
 
 
 def sample_scores(prediction: str, reference: str) -> dict[str, float]:
-    return dict(_sample_scores(prediction, reference))
+    return dict(_sample_scores(prediction, reference, METRICS))
 
 
 @lru_cache(maxsize=1 << 14)
-def _sample_scores(prediction: str, reference: str) -> tuple[tuple[str, float], ...]:
+def _sample_scores(
+    prediction: str, reference: str, registry: tuple[Metric, ...]
+) -> tuple[tuple[str, float], ...]:
     """Every per-sample metric of one pair, computed once: an output with no think block is
-    scored again as its stripped self, and a sweep's neighbouring points repeat outputs."""
-    return tuple((m.name, m.sample(prediction, reference)) for m in METRICS if m.sample is not None)
+    scored again as its stripped self, and a sweep's neighbouring points repeat outputs.
+    The registry is part of the key, so a metric added to it is computed, not missed."""
+    return tuple((m.name, m.sample(prediction, reference)) for m in registry if m.sample)
 
 
 def generation_metrics(

@@ -63,7 +63,7 @@ def _headline(doc: Doc, run: RunLayout) -> None:
     )
     doc.image(
         run.folder("sweep") / "tradeoff.png",
-        "BLEU-4, accuracy and think rate against the PT weight",
+        "BLEU-4, accuracy, think-tag and reasoning-marker rates against the PT weight",
     )
     _sweep_recommendation(doc, table, claim=True)
     rows = table["rows"]

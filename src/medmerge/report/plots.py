@@ -59,6 +59,7 @@ AXIS_UNITS = {
     "bleu4": "BLEU-4 (0–100)",
     "accuracy": "accuracy (share correct, 0–1)",
     "think_tag_rate": "share of answers with a think tag (0–1)",
+    "marker_rate": "share of answers with a reasoning marker (0–1)",
 }
 
 
@@ -82,7 +83,8 @@ def _series(rows: list[dict], labels: list[str]) -> dict[str, list[dict]]:
 
 
 def plot_sweep(rows: list[dict], labels: list[str], png_path: str | Path) -> Path:
-    """The plotted metrics of eval.metrics.METRICS (BLEU-4, accuracy, think rate) against the
+    """The plotted metrics of eval.metrics.METRICS (BLEU-4, accuracy, think-tag and reasoning-marker
+    rates) against the
     first adapter's weight, side by side."""
     x_label = f"w_{labels[0]}"
     lines = _series(rows, labels)

@@ -99,6 +99,9 @@ def evaluate_mcq(backend: Backend, loaded: LoadedMcq, choice: TemplateChoice) ->
     return summary
 
 
+RATES = frozenset({"think_tag_rate", "nonempty_think_rate", "marker_rate", "accuracy"})
+
+
 def flatten(
     gen: dict[str, dict[str, Any]], mcq: dict[str, dict[str, Any]]
 ) -> dict[str, float | None]:
@@ -121,11 +124,18 @@ def flatten(
             columns = [c for n in suites if (c := f"{n}.{metric.name}") in row]
             values = [row[c] for c in columns if row[c] is not None]
             row[metric.column] = sum(values) / len(values) if values else None
-            if values and all(c in errors for c in columns):
-                # the mean of independent suites: its stderr is sqrt(sum se^2) / k (normal CI)
+            if len(values) == 1 and len(columns) == 1 and columns[0] in errors:
+                # one suite: the average is that suite, and so is its CI (Wilson for a rate)
+                row[f"{metric.column}_lo"] = row[f"{columns[0]}_lo"]
+                row[f"{metric.column}_hi"] = row[f"{columns[0]}_hi"]
+            elif values and all(c in errors for c in columns):
+                # the mean of independent suites: its stderr is sqrt(sum se^2) / k (normal CI),
+                # a rate's kept inside [0, 1]
                 half = 1.96 * sum(errors[c] ** 2 for c in columns) ** 0.5 / len(columns)
-                row[f"{metric.column}_lo"] = row[metric.column] - half
-                row[f"{metric.column}_hi"] = row[metric.column] + half
+                low, high = row[metric.column] - half, row[metric.column] + half
+                if metric.name in RATES:
+                    low, high = max(0.0, low), min(1.0, high)
+                row[f"{metric.column}_lo"], row[f"{metric.column}_hi"] = low, high
     return row
 
 
