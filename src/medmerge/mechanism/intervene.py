@@ -7,7 +7,8 @@ with the unchanged model by exact McNemar:
 - logit shift: multiple-choice accuracy with the final state moved by gamma · ū along the
   correct − wrong direction (ū: unit direction, gamma in units of the mean final-state norm),
   vs random unit directions at the same gamma. The direction is fitted on half the items and
-  applied to the other half (two folds), so no item is scored by a direction it made.
+  applied to the other half (two folds), so no item is scored by a direction it made. All
+  the shifts are scored from one forward of each fold (shifted_scoring.py).
 """
 
 from __future__ import annotations
