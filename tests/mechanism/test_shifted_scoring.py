@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from medmerge.data.templates import get_template
-from medmerge.eval.backends.base import LoglikRequest
 from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.config import ModelSpec
 from medmerge.eval.mcq import FORMATS, McqTask, score_loglik
@@ -19,6 +18,7 @@ from medmerge.mechanism.interventions import random_directions, shift_final_stat
 from medmerge.mechanism.shifted_scoring import (
     capture_states,
     continuation_end_states,
+    option_requests,
     shifted_hits,
     shifted_loglikelihoods,
 )
@@ -49,17 +49,9 @@ def hooked(hf, task, items, shift):
     return [r["loglikelihoods"] for r in records], [bool(r["correct"]) for r in records]
 
 
-def requests_of(task, items):
-    return [
-        LoglikRequest(task.context(item, []), option)
-        for item in items
-        for option in task.continuations(item)
-    ]
-
-
 def shifts_for(hf, task, items):
     """No shift, then random directions at +4, -4 and +1 mean final-state norms."""
-    norm = float(capture_states(hf, requests_of(task, items)).states.norm(dim=1).mean())
+    norm = float(capture_states(hf, option_requests(task, items)).states.norm(dim=1).mean())
     hidden = hf.model.config.hidden_size
     return [None] + [
         (random_directions(1, hidden, seed)[0], gamma * norm)
@@ -72,7 +64,7 @@ def test_every_shift_from_one_forward_equals_a_hooked_forward_per_shift(setup):
     shifts = shifts_for(hf, task, items)
     fast = shifted_hits(hf, task, items, shifts)
     assert fast is not None  # a plain Qwen3 head: the closed form applies
-    requests = len(requests_of(task, items))
+    requests = len(option_requests(task, items))
     changed = 0
     for shift, hits in zip(shifts, fast, strict=True):
         logliks, reference = hooked(hf, task, items, shift)
@@ -88,7 +80,7 @@ def test_the_log_likelihoods_match_the_hook_to_fp32_rounding(setup, monkeypatch,
     shifts = shifts_for(hf, task, items)
     if one_by_one:  # as when a shift is so large that the one product leaves fp64's range
         monkeypatch.setattr(shifted_scoring, "TINY", float("inf"))
-    captured = capture_states(hf, requests_of(task, items))
+    captured = capture_states(hf, option_requests(task, items))
     scores = shifted_loglikelihoods(captured, hf.model.get_output_embeddings(), shifts)
     for k, shift in enumerate(shifts):
         logliks, _ = hooked(hf, task, items, shift)
@@ -125,7 +117,7 @@ def test_states_at_each_continuations_end_equal_a_padded_forward_of_the_whole_te
     from medmerge.mechanism.representations import last_token_states
 
     hf, task, items = setup
-    requests = requests_of(task, items[:8])
+    requests = option_requests(task, items[:8])
     packed = continuation_end_states(hf, requests)
     texts = [r.context + r.continuation for r in requests]
     whole = last_token_states(hf.model, hf.tokenizer, texts, batch_size=4)[-1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import math
 import threading
 from collections.abc import Iterator
@@ -116,10 +117,16 @@ def freed_memory_returned() -> Iterator[None]:
 
 
 def _mallopt(parameter: int, value: int) -> None:
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(parameter, value)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (find_library runs `ldconfig -p` in a subprocess)."""
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "mallopt"):
-            libc.mallopt(parameter, value)
+        return ctypes.CDLL(name) if name else None
     except OSError:
-        pass
+        return None

@@ -21,7 +21,6 @@ import torch
 
 from medmerge.data.templates import get_template
 from medmerge.errors import ConfigError
-from medmerge.eval.backends.base import LoglikRequest
 from medmerge.eval.backends.hf import HFBackend
 from medmerge.eval.generation import generate_answers
 from medmerge.eval.leakage import item_leakage
@@ -34,7 +33,12 @@ from medmerge.mechanism.interventions import (
     suppress_subspace,
 )
 from medmerge.mechanism.representations import shift_pca
-from medmerge.mechanism.shifted_scoring import Shift, continuation_end_states, shifted_hits
+from medmerge.mechanism.shifted_scoring import (
+    Shift,
+    continuation_end_states,
+    option_requests,
+    shifted_hits,
+)
 from medmerge.stats import mcnemar_exact, proportion
 
 
@@ -131,13 +135,8 @@ def suppression_rows(
 def correctness_direction(hf: HFBackend, task: McqTask, items: list) -> torch.Tensor:
     """mean final state after a right option − after a wrong one, scaled to the states' mean
     norm (so gamma counts in units of a typical final state)."""
-    requests, right = [], []
-    for item in items:
-        context = task.context(item, [])
-        for index, continuation in enumerate(task.continuations(item)):
-            requests.append(LoglikRequest(context, continuation))
-            right.append(index in item.answers)
-    states = continuation_end_states(hf, requests)
+    right = [k in item.answers for item in items for k in range(len(task.continuations(item)))]
+    states = continuation_end_states(hf, option_requests(task, items))
     mask = torch.tensor(right)
     direction = mean_difference(states[mask], states[~mask])
     return direction / direction.norm() * states.norm(dim=1).mean()
@@ -175,17 +174,19 @@ def logit_shift_rows(hf: HFBackend, cfg: MechanismConfig, loaded: Any, bar: Any)
     hidden = directions[0].shape[0]
     crossed = directions[::-1]  # each fold is shifted along the other fold's direction
 
-    def randoms(c: int) -> list[torch.Tensor]:
-        return [
+    # random control c: per fold a random direction of that fold's norm (the same at each gamma)
+    randoms = [
+        [
             random_directions(1, hidden, cfg.seed + 7919 * (c + 1) + f)[0] * d.norm()
             for f, d in enumerate(directions)
         ]
-
+        for c in range(spec.controls)
+    ]
     # every run as (gamma, per-fold directions): unchanged first, then per gamma the found
     # direction and its random controls
     runs: list[tuple[float, Sequence[torch.Tensor]]] = [(0.0, crossed)]
     for gamma in spec.gammas:
-        runs += [(gamma, crossed)] + [(gamma, randoms(c)) for c in range(spec.controls)]
+        runs += [(gamma, crossed)] + [(gamma, r) for r in randoms]
     per_fold = [
         fold_hits(
             hf,

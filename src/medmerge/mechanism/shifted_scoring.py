@@ -43,6 +43,16 @@ class CapturedStates:
     n_requests: int
 
 
+def option_requests(task: McqTask, items: Sequence[Any]) -> list[LoglikRequest]:
+    """Every option of every item after its zero-shot context, items in order."""
+    return [
+        LoglikRequest(context, option)
+        for item in items
+        for context in [task.context(item, [])]
+        for option in task.continuations(item)
+    ]
+
+
 @torch.no_grad()
 def capture_states(hf: HFBackend, requests: Sequence[LoglikRequest]) -> CapturedStates | None:
     """One packed forward over `requests`; None when the model changes the output layer's
@@ -153,12 +163,7 @@ def shifted_hits(
     the first maximum, right when it is the only answer)? None where the closed form does not
     apply (capture_states)."""
     options = [task.continuations(item) for item in items]
-    requests = [
-        LoglikRequest(task.context(item, []), option)
-        for item, item_options in zip(items, options, strict=True)
-        for option in item_options
-    ]
-    captured = capture_states(hf, requests)
+    captured = capture_states(hf, option_requests(task, items))
     if captured is None:
         return None
     scores = shifted_loglikelihoods(captured, hf.model.get_output_embeddings(), shifts).tolist()

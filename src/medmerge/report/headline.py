@@ -182,9 +182,8 @@ def render_first_screen(doc: Doc, run: RunLayout, headline: dict, sweep_table: d
         doc.how_to_read(TRADEOFF_HOW_TO)
         doc.image(
             plot,
-            "BLEU-4, multiple-choice accuracy, think-tag and reasoning-marker rates against the PT "
-            "weight "
-            "(95 % CI bands)",
+            "BLEU-4, multiple-choice accuracy, think-tag and reasoning-marker rates against the "
+            "PT weight (95 % CI bands)",
         )
     recommendation = headline.get("recommendation") or sweep_recommendation(sweep_table)
     doc.p(recommendation_line(recommendation))

@@ -83,9 +83,8 @@ def _series(rows: list[dict], labels: list[str]) -> dict[str, list[dict]]:
 
 
 def plot_sweep(rows: list[dict], labels: list[str], png_path: str | Path) -> Path:
-    """The plotted metrics of eval.metrics.METRICS (BLEU-4, accuracy, think-tag and reasoning-marker
-    rates) against the
-    first adapter's weight, side by side."""
+    """The plotted metrics of eval.metrics.METRICS (BLEU-4, accuracy, think-tag and
+    reasoning-marker rates) against the first adapter's weight, side by side."""
     x_label = f"w_{labels[0]}"
     lines = _series(rows, labels)
     panels = plot_panels()

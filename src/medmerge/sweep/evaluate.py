@@ -99,9 +99,6 @@ def evaluate_mcq(backend: Backend, loaded: LoadedMcq, choice: TemplateChoice) ->
     return summary
 
 
-RATES = frozenset({"think_tag_rate", "nonempty_think_rate", "marker_rate", "accuracy"})
-
-
 def flatten(
     gen: dict[str, dict[str, Any]], mcq: dict[str, dict[str, Any]]
 ) -> dict[str, float | None]:
@@ -109,6 +106,7 @@ def flatten(
     trade-off is read from."""
     row: dict[str, float | None] = {}
     errors: dict[str, float] = {}  # column -> standard error, for the averages' CIs
+    shares: set[str] = set()  # columns whose CI is a proportion's (Wilson): kept in [0, 1]
     for kind, suites in (("gen", gen), ("mcq", mcq)):
         for name, res in suites.items():
             for metric in table_metrics(kind):
@@ -118,6 +116,8 @@ def flatten(
                 if entry is not None:
                     row[f"{column}_lo"], row[f"{column}_hi"] = entry["ci_low"], entry["ci_high"]
                     errors[column] = entry["stderr"]
+                    if entry.get("method") == "wilson":
+                        shares.add(column)
     for metric in table_metrics():
         if metric.average:
             suites = gen if metric.suite == "gen" else mcq
@@ -133,7 +133,7 @@ def flatten(
                 # a rate's kept inside [0, 1]
                 half = 1.96 * sum(errors[c] ** 2 for c in columns) ** 0.5 / len(columns)
                 low, high = row[metric.column] - half, row[metric.column] + half
-                if metric.name in RATES:
+                if shares.issuperset(columns):
                     low, high = max(0.0, low), min(1.0, high)
                 row[f"{metric.column}_lo"], row[f"{metric.column}_hi"] = low, high
     return row
