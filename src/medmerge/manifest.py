@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -80,13 +81,18 @@ def weight_files(model_dir: str | os.PathLike) -> list[Path]:
     return files or sorted([*folder.glob("*.bin"), *folder.glob("*.pt")])
 
 
-def files_digest(paths: list[Path]) -> str:
-    """One digest over several weight files: the sha256 of their names and content digests."""
-    return sha256_json({p.name: weights_file_digest(p) for p in paths})
+def files_digest(paths: list[Path], known: Mapping[Path, str] | None = None) -> str:
+    """One digest over several weight files: the sha256 of their names and content digests
+    (those in `known` taken from it, as a stream that read the files whole hashed them)."""
+    known = known or {}
+    return sha256_json({p.name: known.get(p) or weights_file_digest(p) for p in paths})
 
 
-def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
-    """Identity of a HF model folder: where it is, and hashes of its config and weights."""
+def model_identity(
+    model_dir: str | os.PathLike, known: Mapping[Path, str] | None = None
+) -> dict[str, str]:
+    """Identity of a HF model folder: where it is, and hashes of its config and weights
+    (`known`: weight files' digests already made, by file path)."""
     folder = Path(model_dir)
     config = folder / "config.json"
     if not config.is_file():
@@ -103,7 +109,7 @@ def model_identity(model_dir: str | os.PathLike) -> dict[str, str]:
     return {
         "path": str(folder.resolve()),
         "config_sha256": sha256_json(config_dict),
-        "weights_digest": files_digest(weights),
+        "weights_digest": files_digest(weights, known),
     }
 
 

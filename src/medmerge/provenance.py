@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -130,12 +130,20 @@ def check_adapter_hashes(adapters: Sequence[Adapter], manifest: dict[str, Any] |
     return problems
 
 
-def check_own_files(merged: Path, manifest: dict[str, Any] | None) -> list[str]:
-    """The merged folder's weight files must be the ones its manifest recorded."""
+def check_own_files(
+    merged: Path, manifest: dict[str, Any] | None, known: Mapping[Path, str] | None = None
+) -> list[str]:
+    """The merged folder's weight files must be the ones its manifest recorded (`known`:
+    weights digests already made while the files were read, by path)."""
     files = ((manifest or {}).get("outputs") or {}).get("files") or {}
+    known = known or {}
     for name, digest in sorted(files.items()):
         path = merged / name
-        if not path.is_file() or not file_matches(path, digest):
+        if path in known and digest.startswith("xxh3_128:"):
+            matches = known[path] == digest
+        else:
+            matches = path.is_file() and file_matches(path, digest)
+        if not matches:
             return [
                 f"folder overwritten: {merged / name} is not the file its merge manifest recorded "
                 "(another run wrote into this folder); re-run the merge into a fresh --out"

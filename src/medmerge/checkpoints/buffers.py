@@ -117,13 +117,13 @@ def freed_memory_returned() -> Iterator[None]:
 
 
 def _mallopt(parameter: int, value: int) -> None:
-    libc = _libc()
+    libc = c_library()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(parameter, value)
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
+def c_library() -> ctypes.CDLL | None:
     """The C library, looked up once (find_library runs `ldconfig -p` in a subprocess)."""
     name = ctypes.util.find_library("c")
     try:

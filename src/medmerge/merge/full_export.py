@@ -2,8 +2,11 @@
 
 Memory follows a chunk of rows, not the tensor, the shard or the model: a LoRA-changed
 matrix is read, merged and written a few MB of rows at a time with the factors of that one
-module; untouched tensors are copied byte for byte. Only dense methods (ties, dare, ...),
-full module copies and biases hold their whole tensor.
+module; untouched tensors are copied byte for byte, a few MB at a time. Only dense methods
+(ties, dare, ...), full module copies and biases hold their whole tensor.
+
+The base is read once, front to back (`CheckpointStream`), and hashed as it is read, so its
+fingerprint costs no second pass over it.
 """
 
 from __future__ import annotations
@@ -30,16 +33,16 @@ from medmerge.checkpoints import (
     output_dtype,
     parse_size,
     plan_shards,
-    read_entries_ahead,
-    read_tensor,
     shard_names,
     write_index,
     write_shard,
 )
+from medmerge.checkpoints.stream import CheckpointStream
 from medmerge.errors import MergeError
 from medmerge.lora import (
     Adapter,
     MergeSpec,
+    StackedFactors,
     all_finite,
     all_touched,
     get_method,
@@ -65,11 +68,19 @@ class MergeJob:
     max_shard_size: str | int | None  # None: keep the base's shards and index
 
 
-def export_full(job: MergeJob, out: Path, progress=None) -> dict[str, str]:
-    """Write the merged checkpoint's shards, index and side files into `out`; return file hashes.
+@dataclass
+class Exported:
+    """What an export wrote and read: the output's file digests, the base's."""
 
-    Three things overlap: a thread reads the next touched base tensor, this thread computes
-    the current one (torch uses every core), and a writer thread hashes and writes.
+    files: dict[str, str]
+    base_digests: dict[Path, str]
+
+
+def export_full(job: MergeJob, out: Path, progress=None) -> Exported:
+    """Write the merged checkpoint's shards, index and side files into `out`.
+
+    Three things overlap: a thread reads (and hashes) the base ahead, this thread computes
+    the current tensor (torch uses every core), and a writer thread hashes and writes.
     """
     touched = all_touched(job.adapters)
     main = job.base.stored_float_dtype()
@@ -77,17 +88,18 @@ def export_full(job: MergeJob, out: Path, progress=None) -> dict[str, str]:
     shards, names, indexed = output_layout(job, specs)
     scratch = Scratch()
     hashes = {}
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        payloads = _payloads(job, specs, touched, scratch, reader)
+    with CheckpointStream(job.base.files) as stream, ThreadPoolExecutor(1) as factors_reader:
+        payloads = _payloads(job, specs, touched, scratch, stream, factors_reader)
         for shard, name in zip(shards, names, strict=True):
             shard_payloads = itertools.islice(payloads, len(shard))
             hashes[name] = write_shard(out / name, shard, shard_payloads, scratch.release)
             if progress is not None:
                 progress(len(shard))
+        base_digests = stream.digests()
     if indexed:
         write_index(out, shards, names)
     copy_side_files(job.base.folder, out, job.out_dtype)
-    return hashes
+    return Exported(hashes, base_digests)
 
 
 def output_layout(
@@ -120,24 +132,39 @@ def _payloads(
     specs: list[OutputSpec],
     touched: set[str],
     scratch: Scratch,
-    reader: ThreadPoolExecutor,
+    stream: CheckpointStream,
+    factors_reader: ThreadPoolExecutor,
 ) -> Iterator[Payload]:
     """Each tensor's payload in file order: merged (in row chunks where the method allows),
-    converted, or a byte range to copy. The reader thread reads the next chunk meanwhile."""
-    streamed = {name for name in touched if _streams(job, name)}
-    pieces = {s.name: _pieces(job.base.entries[s.name], s.name in streamed) for s in specs}
-    reads = [piece for s in specs if s.name in touched for piece in pieces[s.name]]
-    bases = read_entries_ahead(reads, scratch, reader, "merge-base")
+    converted, or copied, each from the base's bytes in the order the stream reads them.
+    The next streamed tensor's factors are read from the adapters while this one merges."""
+    streamed = [s.name for s in specs if s.name in touched and _streams(job, s.name)]
+    factors = _factors_ahead(job, streamed, factors_reader)
     for spec in specs:
         entry, dtype = job.base.entries[spec.name], DTYPES[spec.dtype]
-        if spec.name in streamed:
-            yield _merged_chunks(job, spec.name, pieces[spec.name], bases, dtype, scratch)
+        if spec.name in touched and _streams(job, spec.name):
+            stacked = next(factors)
+            yield _merged_chunks(
+                job, spec.name, _pieces(entry, True), stream, dtype, scratch, stacked
+            )
         elif spec.name in touched:
-            yield _merged(job, spec.name, next(bases), dtype, scratch)
+            base = stream.read(entry, scratch.work("merge-base", (entry.nbytes,), torch.uint8))
+            yield _merged(job, spec.name, base, dtype, scratch)
         elif spec.dtype == entry.dtype:
-            yield entry
+            yield _copied(entry, stream, scratch)
         else:
-            yield (read_tensor(piece).to(dtype) for piece in _pieces(entry, True))
+            yield (stream.read(piece).to(dtype) for piece in _pieces(entry, True))
+
+
+def _copied(
+    entry: TensorEntry, stream: CheckpointStream, scratch: Scratch
+) -> Iterator[torch.Tensor]:
+    """An untouched tensor's bytes, about _CHUNK_BYTES at a time, in output buffers the
+    writer gives back once it has written them."""
+    for start in range(entry.start, entry.end, _CHUNK_BYTES):
+        stop = min(start + _CHUNK_BYTES, entry.end)
+        piece = TensorEntry(entry.name, entry.file, "U8", (stop - start,), start, stop)
+        yield stream.read(piece, scratch.output(piece.shape, torch.uint8))
 
 
 def _streams(job: MergeJob, name: str) -> bool:
@@ -169,16 +196,16 @@ def _merged_chunks(
     job: MergeJob,
     name: str,
     pieces: list[TensorEntry],
-    bases: Iterator[torch.Tensor],
+    stream: CheckpointStream,
     dtype: torch.dtype,
     scratch: Scratch,
+    stacked: StackedFactors,
 ) -> Iterator[torch.Tensor]:
     """round(W + B @ A) of one tensor, a chunk of rows at a time, with this module's stacked
-    factors (read from the adapter files now, dropped after the last chunk)."""
-    stacked = stacked_factors(name, job.adapters, job.spec.plan)
+    factors (dropped after the last chunk)."""
     first = 0
-    for _ in pieces:
-        rows = next(bases)
+    for piece in pieces:
+        rows = stream.read(piece, scratch.work("merge-base", (piece.nbytes,), torch.uint8))
         stop = first + rows.shape[0]
         _check_base_copies(job.adapters, name, rows, slice(first, stop))
         A, B = stacked.rows(first, stop)
@@ -188,6 +215,21 @@ def _merged_chunks(
         _refuse_not_finite(name, out, dtype, scratch)
         yield out
         first = stop
+
+
+def _factors_ahead(
+    job: MergeJob, names: list[str], reader: ThreadPoolExecutor
+) -> Iterator[StackedFactors]:
+    """Each of `names`' stacked factors in order, the next read while the caller merges."""
+
+    def read(index: int) -> StackedFactors:
+        return stacked_factors(names[index], job.adapters, job.spec.plan)
+
+    pending = reader.submit(read, 0) if names else None
+    for index in range(len(names)):
+        current = pending.result()
+        pending = reader.submit(read, index + 1) if index + 1 < len(names) else None
+        yield current
 
 
 def _merged(

@@ -53,19 +53,21 @@ def _run_merge(cfg: MergeConfig) -> int:
         out_dtype=resolve_dtype(cfg.dtype, base),
         max_shard_size=cfg.max_shard_size,
     )
-    # Hashing the base and the adapters runs beside the merge; the base's is awaited first
-    # only when an adapter recorded the base it was trained on, so that a foreign adapter is
-    # refused up front.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        identity = pool.submit(model_identity, base.folder)
+    # The adapters are hashed beside the merge, and the base as the merge reads it. Only
+    # when an adapter recorded the base it was trained on is the base hashed first, so that
+    # a foreign adapter is refused before anything is written.
+    identity = None
+    if any(has_recorded_base(a) for a in adapters):
+        identity = model_identity(base.folder)
+        check_identity(adapters, identity)
+    with ThreadPoolExecutor(max_workers=1) as pool:
         adapter_hashes = pool.submit(lambda: [a.hashes() for a in adapters])
-        if any(has_recorded_base(a) for a in adapters):
-            check_identity(adapters, identity.result())
         with staged_output(cfg.out, cfg.force, inputs=inputs) as staging:
-            outputs = _export(job, cfg, staging)
+            outputs, base_digests = _export(job, cfg, staging)
+            identity = identity or model_identity(base.folder, known=base_digests)
             verified = _verify(cfg, job, staging) if cfg.verify else None
             hashes = adapter_hashes.result()
-            payload = _manifest_payload(cfg, job, hashes, identity.result(), outputs, verified)
+            payload = _manifest_payload(cfg, job, hashes, identity, outputs, verified)
             write_manifest(staging, "merge", payload)
     _summarise(cfg, job, verified)
     return 1 if verified is False else 0
@@ -81,10 +83,16 @@ def _check_export(cfg: MergeConfig) -> None:
         )
 
 
-def _export(job: MergeJob, cfg: MergeConfig, staging: Path) -> dict[str, object]:
+def _export(
+    job: MergeJob, cfg: MergeConfig, staging: Path
+) -> tuple[dict[str, object], dict[Path, str]]:
+    """The manifest's record of what was written, and the base's file digests where the
+    export read the base whole."""
     outputs: dict[str, object] = {}
+    base_digests: dict[Path, str] = {}
     if cfg.export in ("full", "both"):
-        outputs["files"] = export_full(job, staging, _progress(len(job.base.entries)))
+        exported = export_full(job, staging, _progress(len(job.base.entries)))
+        outputs["files"], base_digests = exported.files, exported.base_digests
         outputs["side_files"] = side_file_digests(staging)
     if cfg.export in ("adapter", "both"):
         folder = staging if cfg.export == "adapter" else staging / MERGED_ADAPTER_DIR
@@ -92,7 +100,7 @@ def _export(job: MergeJob, cfg: MergeConfig, staging: Path) -> dict[str, object]
         report = export_adapter(job.adapters, job.spec.plan, job.base, folder, cfg.adapter_rank)
         report.pop("dropped_energy")
         outputs["adapter"] = {"folder": folder.name if folder != staging else ".", **report}
-    return outputs
+    return outputs, base_digests
 
 
 def _progress(total: int):

@@ -4,6 +4,7 @@ provenance; a rich table on the terminal and verify.json beside the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from medmerge import provenance
 from medmerge.architectures import architecture_of
 from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock
 from medmerge.checkpoints import Checkpoint, Scratch, read_ahead
+from medmerge.checkpoints.stream import CheckpointStream
 from medmerge.errors import ConfigError
 from medmerge.lora import (
     Adapter,
@@ -129,13 +131,16 @@ def verify(cfg: VerifyConfig, merge_spec: MergeSpec | None = None) -> dict[str, 
     adapters = spec.load(cfg.allow_pickle)
     check_fits(adapters, base.shapes(), spec.plan)
     intended = Intended(adapters, spec.plan, spec.method, spec.params)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        identity = pool.submit(model_identity, cfg.base)
+    fit = FitSums.empty(len(adapters))
+    results, tensor_failures, digests = _check_tensors(base, merged, intended, cfg.sample, fit)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # what the streams did not hash already
+        identity = pool.submit(model_identity, cfg.base, digests.get("base"))
         own_files = pool.submit(
-            provenance.check_own_files, merged_dir, manifest if merge_spec is None else None
+            provenance.check_own_files,
+            merged_dir,
+            manifest if merge_spec is None else None,
+            digests.get("merged"),
         )
-        fit = FitSums.empty(len(adapters))
-        results, tensor_failures = _check_tensors(base, merged, intended, cfg.sample, fit)
         failures = provenance.check_recorded_bases(adapters, identity.result())
         failures += own_files.result()
     warnings = []
@@ -238,19 +243,36 @@ class TensorResults(list):
 
 def _check_tensors(
     base: Checkpoint, merged: Checkpoint, intended: Intended, sample: int | None, fit: FitSums
-) -> tuple[TensorResults, list[str]]:
-    """Stream both checkpoints tensor by tensor (the next pair is read while this one is
-    checked); return each tensor's result and every tensor-level failure: names and shapes,
-    dtypes, NaN/Inf, touched tensors off the intended merge, untouched ones changed."""
+) -> tuple[TensorResults, list[str], dict[str, dict[Path, str]]]:
+    """Stream both checkpoints tensor by tensor; return each tensor's result, every
+    tensor-level failure (names and shapes, dtypes, NaN/Inf, touched tensors off the
+    intended merge, untouched ones changed) and, when every tensor is checked, both
+    checkpoints' file digests, made as the files were read.
+
+    Checking every tensor reads both checkpoints once, front to back, in two streams that
+    hash as they read (`CheckpointStream`); a sample reads its tensors only, the next pair
+    while this one is checked."""
     failures = structure_problems(base, merged) + dtype_problems(base, merged)
     checks = names_to_check(base, merged, intended.adapters, sample)
     names = [name for name, _ in checks]
     scratch = Scratch()
     results = TensorResults()
     results.not_finite = False
-    with ThreadPoolExecutor(max_workers=2) as reader:
-        base_tensors = read_ahead(base, names, scratch, reader)
-        merged_tensors = read_ahead(merged, names, scratch, reader)
+    digests: dict[str, dict[Path, str]] = {}
+    with contextlib.ExitStack() as stack:
+        if sample is None:
+            streams = [
+                stack.enter_context(CheckpointStream(c.files, depth=_STREAM_DEPTH))
+                for c in (base, merged)
+            ]
+            base_tensors, merged_tensors = (
+                _streamed(c, names, s, scratch, role)
+                for c, s, role in zip((base, merged), streams, ("base", "merged"), strict=True)
+            )
+        else:
+            reader = stack.enter_context(ThreadPoolExecutor(max_workers=2))
+            base_tensors = read_ahead(base, names, scratch, reader)
+            merged_tensors = read_ahead(merged, names, scratch, reader)
         for (name, touched), base_tensor, merged_tensor in zip(
             checks, base_tensors, merged_tensors, strict=True
         ):
@@ -264,8 +286,22 @@ def _check_tensors(
             if not all_finite(merged_tensor):
                 failures.append(f"{name}: holds NaN or Inf")
                 results.not_finite = True
+        if sample is None:
+            digests = {"base": streams[0].digests(), "merged": streams[1].digests()}
     results.failures = failures + [r.problem for r in results if r.problem]
-    return results, results.failures
+    return results, results.failures, digests
+
+
+_STREAM_DEPTH = 8  # 4 MB blocks read ahead per checkpoint while a tensor pair is checked
+
+
+def _streamed(
+    checkpoint: Checkpoint, names: list[str], stream: CheckpointStream, scratch: Scratch, role: str
+):
+    """The tensors `names` from `stream`, each valid until the next is asked for."""
+    for name in names:
+        entry = checkpoint.entries[name]
+        yield stream.read(entry, scratch.work(f"verify-{role}", (entry.nbytes,), torch.uint8))
 
 
 def _fields(intended: Intended):
