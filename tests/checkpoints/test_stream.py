@@ -92,9 +92,11 @@ def test_into_a_caller_buffer(checkpoint):
 def test_a_file_cut_short_is_named(checkpoint):
     entry = checkpoint.entries["proj"]
     os.truncate(entry.file, entry.start + 1000)  # after the header was read
-    with CheckpointStream(checkpoint.files, block_bytes=BLOCK) as stream:
-        with pytest.raises(ModelError, match="truncated"):
-            stream.read(entry)
+    with (
+        CheckpointStream(checkpoint.files, block_bytes=BLOCK) as stream,
+        pytest.raises(ModelError, match="truncated"),
+    ):
+        stream.read(entry)
 
 
 def test_closing_early_stops_the_reader(checkpoint):
