@@ -35,6 +35,7 @@ SIZES = {  # hidden, intermediate, layers, vocab, heads, kv heads
     "0.5B": (896, 4864, 24, 151936, 14, 2),
     "tiny": (256, 704, 4, 8192, 4, 2),
 }
+TOOLS = ("copy", "medmerge", "peft")
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -309,6 +310,9 @@ def main() -> None:
     parser.add_argument(
         "--rss-sizes", nargs="*", default=["tiny", "0.5B", "1.8B"], help="medmerge peak RSS sizes"
     )
+    parser.add_argument(
+        "--tools", nargs="+", choices=TOOLS, default=list(TOOLS), help="contenders to time"
+    )
     parser.add_argument("--json", help="also write every run and the summary here")
     parser.add_argument("--child", choices=CHILDREN)
     args = parser.parse_args()
@@ -318,7 +322,7 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     params = prepare(size, workdir)
-    runs = interleaved(["copy", "medmerge", "peft"], size, workdir, args.rounds, args.settle)
+    runs = interleaved(args.tools, size, workdir, args.rounds, args.settle)
     rss = {}
     for other in args.rss_sizes:
         prepare(other, workdir)
@@ -349,16 +353,20 @@ def report(size, params, args, rows, runs, rss) -> None:
             f"{tool:<10}{row['median']:>10.1f}{row['min']:>8.1f}{row['max']:>8.1f}"
             f"{row['peak_rss_mib']:>14.0f}{row['load_min']:>6.1f}-{row['load_max']:<5.1f}"
         )
-    m, p, c = rows["medmerge"], rows["peft"], rows["copy"]
-    per_round = [
-        mm["seconds"] / cc["seconds"] for mm, cc in zip(runs["medmerge"], runs["copy"], strict=True)
-    ]
-    print(f"\nmedmerge/peft peak RSS {m['peak_rss_mib'] / p['peak_rss_mib']:.2f} (goal <= 0.35)")
-    print(f"medmerge/peft time     {m['median'] / p['median']:.2f} (goal <= 0.5; medians)")
-    print(
-        f"medmerge/copy time     {m['median'] / c['median']:.2f} (goal <= 2; medians; per round "
-        f"{min(per_round):.2f}-{max(per_round):.2f})"
-    )
+    m, p, c = rows.get("medmerge"), rows.get("peft"), rows.get("copy")
+    if m and p:
+        print(
+            f"\nmedmerge/peft peak RSS {m['peak_rss_mib'] / p['peak_rss_mib']:.2f} (goal <= 0.35)"
+        )
+        print(f"medmerge/peft time     {m['median'] / p['median']:.2f} (goal <= 0.5; medians)")
+    if m and c:
+        per_round = [
+            a["seconds"] / b["seconds"] for a, b in zip(runs["medmerge"], runs["copy"], strict=True)
+        ]
+        print(
+            f"medmerge/copy time     {m['median'] / c['median']:.2f} (goal <= 2; medians; per "
+            f"round {min(per_round):.2f}-{max(per_round):.2f})"
+        )
     if rss:
         sizes = ", ".join(f"{s} {v:.0f}" for s, v in rss.items())
         spread = max(rss.values()) / min(rss.values())

@@ -11,8 +11,9 @@ from transformers import Qwen3ForCausalLM
 
 from helpers import assert_one_error
 from helpers.factories import make_adapter, tiny_config
-from medmerge.checkpoints import INDEX_NAME, read_header
+from medmerge.checkpoints import INDEX_NAME, direct, read_header
 from medmerge.cli import main
+from medmerge.manifest import MANIFEST_NAME, model_identity
 from medmerge.verify import VerifyConfig
 from medmerge.verify.run import verify
 
@@ -99,3 +100,20 @@ def test_a_bad_shard_size_is_one_config_error(four_shards, size, capsys):
     code = _merge(four_shards, out, f"--max-shard-size={size}")
     assert_one_error(code, capsys.readouterr().err, "max_shard_size must be a size such as 2GB")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("cached", [0.0, 1.0], ids=["around-page-cache", "through-page-cache"])
+def test_the_base_is_hashed_as_it_is_read(four_shards, cached, monkeypatch):
+    """The merge reads the base once (directly when it is not in the page cache) and takes its
+    fingerprint from those reads: the manifest's base identity is model_identity's, and the
+    bytes are the same either way."""
+    monkeypatch.setattr(direct, "cached_fraction", lambda fd: cached)
+    out = four_shards["root"] / f"hashed-{cached}"
+    assert _merge(four_shards, out) == 0
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["base"] == model_identity(four_shards["base"])
+    reference = four_shards["root"] / "kept"
+    if not reference.exists():
+        assert _merge(four_shards, reference) == 0
+    for shard in four_shards["base"].glob("*.safetensors"):
+        assert (out / shard.name).read_bytes() == (reference / shard.name).read_bytes()

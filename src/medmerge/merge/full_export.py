@@ -139,10 +139,10 @@ def _payloads(
     converted, or copied, each from the base's bytes in the order the stream reads them.
     The next streamed tensor's factors are read from the adapters while this one merges."""
     streamed = [s.name for s in specs if s.name in touched and _streams(job, s.name)]
-    factors = _factors_ahead(job, streamed, factors_reader)
+    factors, streaming = _factors_ahead(job, streamed, factors_reader), set(streamed)
     for spec in specs:
         entry, dtype = job.base.entries[spec.name], DTYPES[spec.dtype]
-        if spec.name in touched and _streams(job, spec.name):
+        if spec.name in streaming:
             stacked = next(factors)
             yield _merged_chunks(
                 job, spec.name, _pieces(entry, True), stream, dtype, scratch, stacked
