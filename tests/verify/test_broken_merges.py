@@ -13,6 +13,7 @@ from helpers.factories import make_adapter, merge_models
 from medmerge.cli import main  # noqa: F401
 from medmerge.merge import MergeConfig, run_merge
 from medmerge.verify import VerifyConfig, check_template, run_verify
+from medmerge.verify import run as verify_run
 from medmerge.verify.run import verify
 
 
@@ -176,3 +177,27 @@ def test_template_check():
     assert check_template([adapter], "qwen3", False) == []
     problems = check_template([adapter], "chatml", True)
     assert len(problems) == 2 and "template mismatch" in problems[0]
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 20], ids=["many-chunks", "one-chunk"])
+def test_untouched_tensors_are_compared_a_chunk_at_a_time(
+    models, good, tmp_path, chunk, monkeypatch
+):
+    """An untouched tensor is compared in chunks of elements (memory follows the chunk): a
+    change is counted across chunk boundaries, NaN in any chunk is named, and the good merge
+    stays EXACT."""
+    monkeypatch.setattr(verify_run, "_CHUNK_ELEMENTS", chunk)
+    assert _verify(models, good)["verdict"] == "EXACT"
+    broken = tmp_path / "embed"
+    shutil.copytree(good, broken)
+    index = json.loads((broken / "model.safetensors.index.json").read_text())
+    name = "model.embed_tokens.weight"
+    file = broken / index["weight_map"][name]
+    state = load_file(file)
+    flat = state[name].view(-1)
+    flat[[0, 6, 7, 13, flat.numel() - 1]] += 1.0  # on both sides of chunk boundaries
+    flat[20] = float("nan")
+    save_file(state, file, {"format": "pt"})
+    failures = _verify(models, broken)["failures"]
+    assert f"{name}: changed (6 elements) although no adapter touches it" in failures
+    assert f"{name}: holds NaN or Inf" in failures

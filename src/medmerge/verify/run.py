@@ -19,7 +19,7 @@ import torch
 from medmerge import provenance
 from medmerge.architectures import architecture_of
 from medmerge.artifacts import atomic_write_json, guard_inputs, output_lock
-from medmerge.checkpoints import Checkpoint, Scratch, read_ahead
+from medmerge.checkpoints import Checkpoint, Scratch, TensorEntry, read_ahead
 from medmerge.checkpoints.stream import CheckpointStream
 from medmerge.errors import ConfigError
 from medmerge.lora import (
@@ -254,7 +254,6 @@ def _check_tensors(
     while this one is checked."""
     failures = structure_problems(base, merged) + dtype_problems(base, merged)
     checks = names_to_check(base, merged, intended.adapters, sample)
-    names = [name for name, _ in checks]
     scratch = Scratch()
     results = TensorResults()
     results.not_finite = False
@@ -265,25 +264,21 @@ def _check_tensors(
                 stack.enter_context(CheckpointStream(c.files, depth=_STREAM_DEPTH))
                 for c in (base, merged)
             ]
-            base_tensors, merged_tensors = (
-                _streamed(c, names, s, scratch, role)
-                for c, s, role in zip((base, merged), streams, ("base", "merged"), strict=True)
-            )
+            pairs = _streamed_pairs(checks, base, merged, streams, scratch)
         else:
             reader = stack.enter_context(ThreadPoolExecutor(max_workers=2))
-            base_tensors = read_ahead(base, names, scratch, reader)
-            merged_tensors = read_ahead(merged, names, scratch, reader)
-        for (name, touched), base_tensor, merged_tensor in zip(
-            checks, base_tensors, merged_tensors, strict=True
-        ):
+            pairs = _sampled_pairs(checks, base, merged, scratch, reader)
+        for name, touched, tensors in pairs:
             if touched:
+                base_tensor, merged_tensor = tensors
                 result = check_touched(
                     name, base_tensor, merged_tensor, *_fields(intended), fit, scratch
                 )
+                finite = all_finite(merged_tensor)
             else:
-                result = check_untouched(name, base_tensor, merged_tensor)
+                result, finite = check_untouched(name, tensors)
             results.append(result)
-            if not all_finite(merged_tensor):
+            if not finite:
                 failures.append(f"{name}: holds NaN or Inf")
                 results.not_finite = True
         if sample is None:
@@ -293,15 +288,57 @@ def _check_tensors(
 
 
 _STREAM_DEPTH = 8  # 4 MB blocks read ahead per checkpoint while a tensor pair is checked
+_CHUNK_ELEMENTS = 1 << 20  # elements of an untouched tensor compared at a time
 
 
-def _streamed(
-    checkpoint: Checkpoint, names: list[str], stream: CheckpointStream, scratch: Scratch, role: str
-):
-    """The tensors `names` from `stream`, each valid until the next is asked for."""
-    for name in names:
-        entry = checkpoint.entries[name]
-        yield stream.read(entry, scratch.work(f"verify-{role}", (entry.nbytes,), torch.uint8))
+def _streamed_pairs(checks, base: Checkpoint, merged: Checkpoint, streams, scratch: Scratch):
+    """(name, touched, tensors) in check order from the two streams: a touched tensor's base
+    and merged tensor whole, an untouched one's as (base, merged) chunk pairs (consumed
+    before the next tensor is read). Each stays valid until the next is asked for."""
+    base_stream, merged_stream = streams
+    for name, touched in checks:
+        b, m = base.entries[name], merged.entries[name]
+        if touched:
+            tensors = (
+                base_stream.read(b, scratch.work("verify-base", (b.nbytes,), torch.uint8)),
+                merged_stream.read(m, scratch.work("verify-merged", (m.nbytes,), torch.uint8)),
+            )
+            yield name, True, tensors
+        else:
+            yield name, False, _chunk_pairs(b, m, base_stream, merged_stream, scratch)
+
+
+def _chunk_pairs(b: TensorEntry, m: TensorEntry, base_stream, merged_stream, scratch: Scratch):
+    """The same _CHUNK_ELEMENTS elements of two stored tensors at a time, flat."""
+    count = math.prod(b.shape)
+    for start in range(0, count, _CHUNK_ELEMENTS):
+        stop = min(start + _CHUNK_ELEMENTS, count)
+        pieces = [_elements(entry, start, stop) for entry in (b, m)]
+        yield (
+            base_stream.read(pieces[0], scratch.work("verify-base-chunk", (1 << 23,), torch.uint8)),
+            merged_stream.read(
+                pieces[1], scratch.work("verify-merged-chunk", (1 << 23,), torch.uint8)
+            ),
+        )
+
+
+def _elements(entry: TensorEntry, start: int, stop: int) -> TensorEntry:
+    """Elements start..stop of a stored tensor, flat, as an entry of their own."""
+    size = entry.torch_dtype.itemsize
+    begin = entry.start + start * size
+    return TensorEntry(
+        entry.name, entry.file, entry.dtype, (stop - start,), begin, begin + (stop - start) * size
+    )
+
+
+def _sampled_pairs(checks, base: Checkpoint, merged: Checkpoint, scratch: Scratch, reader):
+    """(name, touched, tensors) for a sample: whole tensors, the next pair read while this
+    one is checked (an untouched one as a single chunk pair)."""
+    names = [name for name, _ in checks]
+    base_tensors = read_ahead(base, names, scratch, reader)
+    merged_tensors = read_ahead(merged, names, scratch, reader)
+    for (name, touched), b, m in zip(checks, base_tensors, merged_tensors, strict=True):
+        yield name, touched, ((b, m) if touched else [(b, m)])
 
 
 def _fields(intended: Intended):

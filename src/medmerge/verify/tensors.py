@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +14,7 @@ from medmerge.lora import (
     StackedFactors,
     WeightPlan,
     adapter_deltas,
+    all_finite,
     all_touched,
     get_method,
     intended_delta,
@@ -268,16 +269,26 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bits(a), _bits(b))
 
 
-def check_untouched(name: str, base: torch.Tensor, merged: torch.Tensor) -> TensorResult:
+def check_untouched(
+    name: str, chunks: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[TensorResult, bool]:
     """A tensor no adapter touches must equal the base byte for byte in the dtype merge gives
     it: its own, or the output dtype when the whole model was converted (dtype_problems checks
-    which). A converted one must be the base rounded once to that dtype."""
-    expected = base if base.dtype == merged.dtype else base.to(merged.dtype)
+    which). A converted one must be the base rounded once to that dtype.
+
+    `chunks` are (base, merged) pieces of the tensor, the same elements of each, so memory
+    follows the piece, not the tensor (an embedding is hundreds of MB). Returns the result
+    and whether every merged element is finite."""
+    changed, finite = 0, True
+    for base, merged in chunks:
+        expected = base if base.dtype == merged.dtype else base.to(merged.dtype)
+        if not same_bits(expected, merged):
+            changed += int((_bits(expected) != _bits(merged)).sum())
+        finite = finite and all_finite(merged)
     problem = None
-    if not same_bits(expected, merged):
-        changed = int((_bits(expected) != _bits(merged)).sum())
+    if changed:
         problem = f"{name}: changed ({changed} elements) although no adapter touches it"
-    return TensorResult(name, False, problem=problem)
+    return TensorResult(name, False, problem=problem), finite
 
 
 def dtype_problems(base: Checkpoint, merged: Checkpoint) -> list[str]:
