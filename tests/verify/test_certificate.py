@@ -15,6 +15,7 @@ from medmerge.cli import main
 from medmerge.merge import MergeConfig, run_merge
 from medmerge.verify import VerifyConfig
 from medmerge.verify.run import verify
+from medmerge.verify.tensors import same_bits
 
 # The default tier keeps every ratio of Llama in bf16 (where rounding erases most of a small
 # delta), the ends of the band in fp16 and fp32, and one realistic bf16 and fp16 point of each
@@ -139,3 +140,19 @@ def test_a_norm_cast_to_the_model_dtype_is_caught(mixed, tmp_path):
     assert report["verdict"] == "WRONG" and not report["ok"]
     (line,) = [f for f in report["failures"] if f.startswith("model.norm.weight:")]
     assert "stored as bfloat16" in line and "float32" in line
+
+
+@pytest.mark.parametrize("start", [0, 1, 3, 4])
+def test_same_bits_compares_bit_patterns_at_any_offset(start):
+    """Word-wide comparison (int64/int32 views where the bytes allow) gives the element-wise
+    answer for slices that start anywhere: a sign flip differs, -0.0 differs from 0.0, and NaN
+    equals the same NaN."""
+    a = torch.randn(1001, generator=torch.Generator().manual_seed(0)).bfloat16()
+    b = a.clone()
+    assert same_bits(a[start:], b[start:]) and same_bits(a[start:999], b[start:999])
+    b[700] = -b[700]
+    assert not same_bits(a[start:], b[start:])
+    zero = torch.zeros(9)
+    assert not same_bits(zero[start:], -zero[start:])
+    nan = torch.full((9,), float("nan"), dtype=torch.float16)
+    assert same_bits(nan[start:], nan.clone()[start:])

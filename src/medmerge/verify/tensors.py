@@ -198,7 +198,7 @@ def _residual_sums(
         shape = tuple(x.shape)
         reference = scratch.work("verify-rounded", shape, merged.dtype).copy_(x)
         got = merged[rows]
-        same = torch.equal(reference, got)
+        same = same_bits(reference, got)  # bits: -0.0 against 0.0 takes the ulp path, also 0
         if not same:
             ulps = ulp_error(got, reference)
             sums.max_ulp = max(sums.max_ulp, int(ulps.max()))
@@ -265,8 +265,23 @@ def _bits(tensor: torch.Tensor) -> torch.Tensor:
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Byte-identical: same dtype, same shape, same bit patterns (NaN payloads and -0.0
-    included, which torch.equal would compare as numbers)."""
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(_bits(a), _bits(b))
+    included, which torch.equal would compare as numbers).
+
+    Compared as the widest integers both tensors' bytes divide into: torch.equal runs element
+    by element, and on 4 MB of bf16 it took 2.7 ms as int16 and 0.29 ms as int64."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    flat_a, flat_b = a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)
+    for width in (torch.int64, torch.int32):
+        if _aligned(flat_a, width) and _aligned(flat_b, width):
+            return torch.equal(flat_a.view(width), flat_b.view(width))
+    return torch.equal(_bits(a), _bits(b))
+
+
+def _aligned(flat: torch.Tensor, width: torch.dtype) -> bool:
+    """True when the flat byte tensor can be viewed as `width` integers (whole words, and a
+    start on a word boundary of its storage)."""
+    return flat.numel() % width.itemsize == 0 and flat.storage_offset() % width.itemsize == 0
 
 
 def check_untouched(
