@@ -110,10 +110,10 @@ def test_a_filesystem_that_refuses_direct_reads_gets_plain_ones(checkpoint, monk
     """O_DIRECT opened, then EINVAL on the first read (as some filesystems do)."""
     plain = os.preadv
     opened = []
-    real_open = direct._open_direct_read
+    real_open = direct._open_direct
 
-    def remember(path):
-        fd = real_open(path)
+    def remember(path, access=os.O_WRONLY):
+        fd = real_open(path, access)
         opened.append(fd)
         return fd
 
@@ -122,7 +122,7 @@ def test_a_filesystem_that_refuses_direct_reads_gets_plain_ones(checkpoint, monk
             raise OSError(errno.EINVAL, "Invalid argument")
         return plain(fd, buffers, offset, *flags)
 
-    monkeypatch.setattr(direct, "_open_direct_read", remember)
+    monkeypatch.setattr(direct, "_open_direct", remember)
     monkeypatch.setattr(direct.os, "preadv", refuse)
     got, digests = _read_all(checkpoint, list(checkpoint.entries.values()), direct=True)
     _assert_right(checkpoint, got, digests)
@@ -138,7 +138,7 @@ def test_a_file_in_the_page_cache_is_read_through_it(checkpoint):
         if cached is None:
             pytest.skip("the kernel has no cachestat (Linux < 6.5)")
         assert cached > 0.5
-        with direct.read_source(file) as source:
+        with direct.ReadSource(file) as source:
             assert source.direct is None
     finally:
         os.close(fd)

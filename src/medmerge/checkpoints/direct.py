@@ -101,12 +101,13 @@ class DirectFile:
         _write_all(self.fd, view, offset)
 
 
-def _open_direct(path: Path) -> int | None:
+def _open_direct(path: Path, access: int = os.O_WRONLY) -> int | None:
+    """`path` opened with O_DIRECT for `access`, or None where the system refuses it."""
     flag = getattr(os, "O_DIRECT", None)
     if flag is None:
         return None
     try:
-        return os.open(path, os.O_WRONLY | flag)
+        return os.open(path, access | flag)
     except OSError:
         return None
 
@@ -118,14 +119,16 @@ def _write_all(fd: int, view: memoryview, offset: int) -> None:
 
 
 class ReadSource:
-    """A file read in whole blocks at given offsets: directly when it is not in the page cache."""
+    """A file read in whole blocks at given offsets. `direct` None: around the page cache
+    unless the file is mostly in it; True: around it where the filesystem allows; False:
+    through it."""
 
     def __init__(self, path: Path, direct: bool | None = None):
         self.fd = os.open(path, os.O_RDONLY)
         if direct is None:
             cached = cached_fraction(self.fd)
             direct = cached is None or cached < 0.5
-        self.direct = _open_direct_read(path) if direct else None
+        self.direct = _open_direct(path, os.O_RDONLY) if direct else None
 
     def read_into(self, buffer, offset: int) -> int:
         """Fill the page-aligned `buffer` from `offset` (a multiple of its alignment); returns
@@ -161,22 +164,6 @@ class ReadSource:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def read_source(path: Path, direct: bool | None = None) -> ReadSource:
-    """`path` opened for block reads; `direct` None: around the page cache unless the file is
-    mostly in it, True: around it where allowed, False: through it."""
-    return ReadSource(path, direct)
-
-
-def _open_direct_read(path: Path) -> int | None:
-    flag = getattr(os, "O_DIRECT", None)
-    if flag is None:
-        return None
-    try:
-        return os.open(path, os.O_RDONLY | flag)
-    except OSError:
-        return None
 
 
 class _CacheRange(ctypes.Structure):

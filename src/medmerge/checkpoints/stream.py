@@ -7,7 +7,7 @@ page fault per fresh page: with caches dropped, dd read a 1.26 GB shard in 2.1-2
 of it kernel time) through the page cache and in 1.45 s (0.08 s kernel) with O_DIRECT.
 
 So a thread reads the files in order, in aligned blocks, around the page cache where a file
-is not already in it (`direct.read_source`), and hashes each block; the caller takes
+is not already in it (`direct.ReadSource`), and hashes each block; the caller takes
 tensors' bytes from those blocks in the order they lie in the files. A tensor asked for
 out of that order (a layout that lists tensors in another order than its files) is read
 directly from its file instead; the blocks are read and hashed regardless, so every file's
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medmerge.checkpoints.direct import read_source
+from medmerge.checkpoints.direct import ReadSource
 from medmerge.checkpoints.reading import TensorEntry, read_tensor
 from medmerge.errors import ModelError
 from medmerge.manifest import weights_digest_of, weights_hasher
@@ -158,7 +158,7 @@ class CheckpointStream:
 
     def _read_file(self, index: int, path: Path) -> bool:
         hasher, start = weights_hasher(), 0
-        with read_source(path, self._direct) as source:
+        with ReadSource(path, self._direct) as source:
             while True:
                 buffer = self._free.get()
                 if buffer is None or self._stop.is_set():
