@@ -310,15 +310,13 @@ def _streamed_pairs(checks, base: Checkpoint, merged: Checkpoint, streams, scrat
 
 def _chunk_pairs(b: TensorEntry, m: TensorEntry, base_stream, merged_stream, scratch: Scratch):
     """The same _CHUNK_ELEMENTS elements of two stored tensors at a time, flat."""
-    count = math.prod(b.shape)
+    count, room = math.prod(b.shape), (_CHUNK_ELEMENTS * 8,)  # bytes of the widest dtype
     for start in range(0, count, _CHUNK_ELEMENTS):
         stop = min(start + _CHUNK_ELEMENTS, count)
         pieces = [_elements(entry, start, stop) for entry in (b, m)]
         yield (
-            base_stream.read(pieces[0], scratch.work("verify-base-chunk", (1 << 23,), torch.uint8)),
-            merged_stream.read(
-                pieces[1], scratch.work("verify-merged-chunk", (1 << 23,), torch.uint8)
-            ),
+            base_stream.read(pieces[0], scratch.work("verify-base-chunk", room, torch.uint8)),
+            merged_stream.read(pieces[1], scratch.work("verify-merged-chunk", room, torch.uint8)),
         )
 
 
