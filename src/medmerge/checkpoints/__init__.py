@@ -1,5 +1,6 @@
-"""Safetensors checkpoints, tensor by tensor: lazy reading with read-ahead, streamed writing,
-and the reusable scratch buffers both need. Shared by merge, verify, eval and sweep."""
+"""Safetensors checkpoints, tensor by tensor: lazy reading (read-ahead, or one hashed pass
+front to back), streamed writing, and the reusable scratch buffers both need. Shared by
+merge, verify, eval and sweep."""
 
 from medmerge.checkpoints.buffers import Scratch, freed_memory_returned
 from medmerge.checkpoints.reading import (
@@ -9,7 +10,6 @@ from medmerge.checkpoints.reading import (
     Checkpoint,
     TensorEntry,
     read_ahead,
-    read_entries_ahead,
     read_header,
     read_tensor,
     refuse_dangling_link,
@@ -39,7 +39,6 @@ __all__ = [
     "parse_size",
     "plan_shards",
     "read_ahead",
-    "read_entries_ahead",
     "read_header",
     "read_tensor",
     "refuse_dangling_link",

@@ -183,9 +183,9 @@ _SYS_CACHESTAT = 451  # the same number on x86_64 and the generic table (arm64),
 def cached_fraction(fd: int) -> float | None:
     """The share of an open file's pages in the page cache, or None where the kernel does
     not say (before Linux 6.5, other systems)."""
-    libc = c_library()
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"):
         return None
+    libc = c_library()
     if libc is None or not hasattr(libc, "syscall"):
         return None
     span, stat = _CacheRange(0, 0), _CacheStat()  # len 0: to the end of the file

@@ -73,6 +73,14 @@ class TensorEntry:
             self.start + stop * row_bytes,
         )
 
+    def elements(self, start: int, stop: int) -> TensorEntry:
+        """Elements start..stop of this tensor, flat, as an entry of their own."""
+        size = self.torch_dtype.itemsize
+        begin = self.start + start * size
+        return TensorEntry(
+            self.name, self.file, self.dtype, (stop - start,), begin, begin + (stop - start) * size
+        )
+
 
 def read_header(file: Path) -> list[TensorEntry]:
     """The tensors of one safetensors file, in the order their bytes appear.
@@ -255,14 +263,7 @@ def read_ahead(
     Two reused buffers alternate: a tensor stays valid until the next one after it is asked for.
     """
     entries = [checkpoint.entries[name] for name in names]
-    return read_entries_ahead(entries, scratch, reader, f"read-{id(checkpoint)}")
-
-
-def read_entries_ahead(
-    entries: list[TensorEntry], scratch: Scratch, reader: ThreadPoolExecutor, role: str
-) -> Iterator[torch.Tensor]:
-    """`read_ahead` of byte ranges (whole tensors or runs of their rows), in scratch's two
-    `role` buffers."""
+    role = f"read-{id(checkpoint)}"
 
     def read(index: int) -> torch.Tensor:
         entry = entries[index]

@@ -120,18 +120,18 @@ class CheckpointStream:
             block = self._block
             if block is not None and (block[0], block[1] + block[2]) > (index, offset):
                 if block[0] != index or block[1] > offset:  # the file ended before `offset`
-                    raise ModelError(
-                        f"{self.files[index]}: ends before byte {offset:,}, which its header "
-                        "lists as tensor data; the file is truncated or was changed while it "
-                        "was read: re-download the model"
-                    )
+                    raise self._truncated(index, offset)
                 return block
             self._next_block()
             if self._done:
-                raise ModelError(
-                    f"{self.files[index]}: ends before byte {offset:,}, which its header lists "
-                    "as tensor data; the file is truncated: re-download the model"
-                )
+                raise self._truncated(index, offset)
+
+    def _truncated(self, index: int, offset: int) -> ModelError:
+        return ModelError(
+            f"{self.files[index]}: ends before byte {offset:,}, which its header lists as "
+            "tensor data; the file is truncated or was changed while it was read: "
+            "re-download the model"
+        )
 
     def _next_block(self) -> None:
         if self._block is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -144,16 +145,14 @@ def _payloads(
         entry, dtype = job.base.entries[spec.name], DTYPES[spec.dtype]
         if spec.name in streaming:
             stacked = next(factors)
-            yield _merged_chunks(
-                job, spec.name, _pieces(entry, True), stream, dtype, scratch, stacked
-            )
+            yield _merged_chunks(job, spec.name, _pieces(entry), stream, dtype, scratch, stacked)
         elif spec.name in touched:
             base = stream.read(entry, scratch.work("merge-base", (entry.nbytes,), torch.uint8))
             yield _merged(job, spec.name, base, dtype, scratch)
         elif spec.dtype == entry.dtype:
             yield _copied(entry, stream, scratch)
         else:
-            yield (stream.read(piece).to(dtype) for piece in _pieces(entry, True))
+            yield (stream.read(piece).to(dtype) for piece in _pieces(entry))
 
 
 def _copied(
@@ -161,10 +160,10 @@ def _copied(
 ) -> Iterator[torch.Tensor]:
     """An untouched tensor's bytes, about _CHUNK_BYTES at a time, in output buffers the
     writer gives back once it has written them."""
-    for start in range(entry.start, entry.end, _CHUNK_BYTES):
-        stop = min(start + _CHUNK_BYTES, entry.end)
-        piece = TensorEntry(entry.name, entry.file, "U8", (stop - start,), start, stop)
-        yield stream.read(piece, scratch.output(piece.shape, torch.uint8))
+    count, step = math.prod(entry.shape), max(1, _CHUNK_BYTES // entry.torch_dtype.itemsize)
+    for start in range(0, count, step):
+        piece = entry.elements(start, min(start + step, count))
+        yield stream.read(piece, scratch.output((piece.nbytes,), torch.uint8))
 
 
 def _streams(job: MergeJob, name: str) -> bool:
@@ -179,11 +178,11 @@ def _streams(job: MergeJob, name: str) -> bool:
     )
 
 
-def _pieces(entry: TensorEntry, chunked: bool) -> list[TensorEntry]:
+def _pieces(entry: TensorEntry) -> list[TensorEntry]:
     """The byte ranges a tensor is read in: runs of about _CHUNK_BYTES of rows, each a whole
-    number of `exact_rows` blocks (so each block is the one the whole tensor would get), or
-    the whole tensor."""
-    if not chunked or not entry.shape or entry.nbytes == 0:
+    number of `exact_rows` blocks (so each block is the one the whole tensor would get); a
+    scalar or empty tensor whole."""
+    if not entry.shape or entry.nbytes == 0:
         return [entry]
     rows = entry.shape[0]
     cols = entry.nbytes // (rows * entry.torch_dtype.itemsize)

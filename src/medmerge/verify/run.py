@@ -313,20 +313,11 @@ def _chunk_pairs(b: TensorEntry, m: TensorEntry, base_stream, merged_stream, scr
     count, room = math.prod(b.shape), (_CHUNK_ELEMENTS * 8,)  # bytes of the widest dtype
     for start in range(0, count, _CHUNK_ELEMENTS):
         stop = min(start + _CHUNK_ELEMENTS, count)
-        pieces = [_elements(entry, start, stop) for entry in (b, m)]
+        pieces = [entry.elements(start, stop) for entry in (b, m)]
         yield (
             base_stream.read(pieces[0], scratch.work("verify-base-chunk", room, torch.uint8)),
             merged_stream.read(pieces[1], scratch.work("verify-merged-chunk", room, torch.uint8)),
         )
-
-
-def _elements(entry: TensorEntry, start: int, stop: int) -> TensorEntry:
-    """Elements start..stop of a stored tensor, flat, as an entry of their own."""
-    size = entry.torch_dtype.itemsize
-    begin = entry.start + start * size
-    return TensorEntry(
-        entry.name, entry.file, entry.dtype, (stop - start,), begin, begin + (stop - start) * size
-    )
 
 
 def _sampled_pairs(checks, base: Checkpoint, merged: Checkpoint, scratch: Scratch, reader):
