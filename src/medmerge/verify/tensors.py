@@ -142,8 +142,8 @@ def _check_lora(
     sums = _residual_sums(base, merged, factors, stacked, scratch)
     gram = torch.zeros(len(parts), len(parts), dtype=torch.float64)
     for k, (_, _, Bk, Ak) in enumerate(parts):
-        for m, (_, _, Bm, Am) in enumerate(parts):
-            gram[k, m] = ((Bk.T @ Bm) * (Ak @ Am.T)).sum()
+        for m, (_, _, Bm, Am) in enumerate(parts[: k + 1]):  # symmetric
+            gram[k, m] = gram[m, k] = ((Bk.T @ Bm) * (Ak @ Am.T)).sum()
     offsets = [0]
     for _, _, Bk, _ in parts:
         offsets.append(offsets[-1] + Bk.shape[1])
