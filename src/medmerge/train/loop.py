@@ -31,6 +31,7 @@ from medmerge.train.config import TrainConfig
 from medmerge.train.dataset import TrainingData, load_tokenizer, load_training_data
 from medmerge.train.document_attention import document_attention
 from medmerge.train.outputs import write_adapter_folder
+from medmerge.train.scored_loss import scored_loss
 
 
 @dataclass
@@ -226,6 +227,7 @@ def run_steps(
     epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
     skip = done_in_epoch * cfg.gradient_accumulation_steps
     window_tokens, window_start, losses = 0, time.perf_counter(), []
+    compute_loss = scored_loss(model, accelerator.unwrap_model(model))
     model.train()
     with progress_bar(
         total_steps, f"train {cfg.stage}", enabled=cfg.progress and accelerator.is_main_process
@@ -237,7 +239,7 @@ def run_steps(
                 loader, skip = accelerator.skip_first_batches(loader, skip), 0
             for batch in loader:
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = compute_loss(batch)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -291,7 +293,7 @@ def held_out_loss(model, data: TrainingData, batch_size: int = 8) -> float:
             for k, v in data.collate(data.held_out[start : start + batch_size]).items()
         }
         count = int((batch["labels"][:, 1:] != -100).sum())
-        total += model(**batch).loss.item() * count
+        total += scored_loss(model)(batch).item() * count
         tokens += count
     model.train(was_training)
     return total / max(1, tokens)
