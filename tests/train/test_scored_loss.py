@@ -90,3 +90,19 @@ def test_a_router_loss_keeps_the_models_own_loss():
     assert float(scored_loss(model)(batch)) == own  # the same call, aux loss included
     plain = _model("moe")
     assert abs(float(plain(**batch).loss) - own) > 1e-4  # the router loss is in it
+
+
+def test_a_model_that_bypasses_its_output_layer_keeps_its_own_loss():
+    model = _model("llama")
+    batch = _batch(model.config.vocab_size)
+    own = float(model(**batch).loss)
+
+    class Elsewhere:  # an output layer the forward never calls
+        config = model.config
+
+        @staticmethod
+        def get_output_embeddings():
+            return torch.nn.Linear(4, 4)
+
+    loss = scored_loss(model, head_of=Elsewhere())
+    assert [float(loss(batch)), float(loss(batch))] == [own, own]

@@ -11,7 +11,8 @@ fp32), so only the order of the sums differs. What a model does after its output
 (Gemma's logit soft-capping) still applies to the kept logits.
 
 A model whose loss adds more than the tokens' cross-entropy (an MoE router's auxiliary
-loss), or that has no output layer to hook, keeps `model(**batch).loss`.
+loss), that has no output layer to hook, or whose forward does not pass the labels'
+positions through it once (the first batch shows it), keeps `model(**batch).loss`.
 """
 
 from __future__ import annotations
@@ -35,12 +36,21 @@ def scored_loss(model: Any, head_of: Any | None = None) -> Callable[[dict], torc
     if head is None or getattr(config, "output_router_logits", False):
         return lambda batch: model(**batch).loss
 
+    plain = [False]  # set once the hook is seen not to apply: then model(**batch).loss
+
     def loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if plain[0]:
+            return model(**batch).loss
         targets = batch["labels"][:, 1:]
         scored = targets != IGNORE_INDEX
+        cut = []
 
         def keep_scored(module, args):
-            return (args[0][:, :-1][scored].unsqueeze(0), *args[1:])
+            hidden = args[0]
+            if hidden.dim() != 3 or hidden.shape[1] != targets.shape[1] + 1:
+                return None  # not the positions of the labels (virtual tokens and the like)
+            cut.append(True)
+            return (hidden[:, :-1][scored].unsqueeze(0), *args[1:])
 
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         handle = head.register_forward_pre_hook(keep_scored)
@@ -48,6 +58,9 @@ def scored_loss(model: Any, head_of: Any | None = None) -> Callable[[dict], torc
             logits = model(**inputs).logits
         finally:
             handle.remove()
+        if len(cut) != 1 or logits.shape[:2] != (1, int(scored.sum())):
+            plain[0] = True  # the head was bypassed or called otherwise: the model's own loss
+            return model(**batch).loss
         return F.cross_entropy(logits[0].float(), targets[scored])
 
     return loss
