@@ -217,11 +217,11 @@ def _residual_sums(
 
 
 def _residual32(x: torch.Tensor, got: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """x - W' in fp32, x's block overwritten. For a bf16 or fp16 W' (values fp32 holds) it
-    is fp32(x) - W', whose error is x's rounding to fp32, 2^-24 |x|: under 1e-4 of a
-    residual of half an ulp (2^-9 |x| in bf16, 2^-12 in fp16). That is four passes in
-    fp32 instead of a mixed-dtype fp64 subtraction at a fifth of their speed. An fp32 or
-    fp64 W' is subtracted in fp64: its residual is as small as x's rounding to fp32."""
+    """x - W' in fp32. For a bf16 or fp16 W' (values fp32 holds) it is fp32(x) - W', whose
+    error is x's rounding to fp32, 2^-24 |x|: under 1e-4 of a residual of half an ulp
+    (2^-9 |x| in bf16, 2^-12 in fp16). That is three same-dtype passes instead of a
+    mixed-dtype fp64 subtraction at a fifth of their speed. An fp32 or fp64 W' is
+    subtracted from x in fp64, in place (its residual is as small as x's rounding to fp32)."""
     shape = tuple(x.shape)
     residual = scratch.work("verify-residual32", shape, torch.float32)
     if got.dtype in (torch.float32, torch.float64):
