@@ -131,3 +131,36 @@ def test_only_plain_sampling_takes_the_fast_path(backend):
         finally:
             setattr(backend.model.generation_config, key, before)
     assert greedy.Sampler(sampled, 2).warpers  # temperature and top-p
+
+
+def test_rows_that_join_a_running_batch_get_generates_tokens(tiny_base, backend, monkeypatch):
+    """Ten prompts through two decoding slots: freed slots are refilled from the queue
+    (caches of other lengths joined, unused leading positions trimmed), and every row's
+    tokens are still those of one stock model.generate batch."""
+    prompts = PROMPTS + [p + " Explain." for p in PROMPTS]
+    backend.tokenizer.padding_side = "left"
+    enc = backend.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = backend.model.generate(
+        **enc, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=backend.pad_id
+    )
+    ids = out[:, enc["input_ids"].shape[1] :].tolist()
+    stops = [t for t, _ in Counter(t for row in ids for t in row[2:8]).most_common(2)]
+    want = stock_generate(backend, prompts, stops)
+    assert len({g.tokens for g in want}) > 1, [g.tokens for g in want]
+    joins = []
+    real = greedy._joined
+    monkeypatch.setattr(greedy, "_joined", lambda *a: joins.append(1) or real(*a))
+    narrow = HFBackend(ModelSpec(model=str(tiny_base)), device="cpu", batch_size=2)
+    decoding = {"do_sample": False, "max_new_tokens": NEW_TOKENS, "seed": 0}
+    assert narrow.generate(prompts, decoding, stops) == want
+    assert len(joins) >= 2  # rows joined a batch that was still decoding
+
+
+def test_a_sliding_window_cache_keeps_whole_batches(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from helpers.magnitudes import tiny_config
+
+    sliding = AutoModelForCausalLM.from_config(tiny_config("gemma3"))
+    full = AutoModelForCausalLM.from_config(tiny_config("llama"))
+    assert not greedy.refills(sliding) and greedy.refills(full)

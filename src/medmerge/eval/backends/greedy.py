@@ -7,6 +7,16 @@ forward, a pick and the cache. The inputs are the ones generate builds (left pad
 positions = cumulative mask - 1, the 2-D mask grown by one per step), so the tokens are the
 same (tests/eval/test_generation_greedy.py).
 
+Greedy decoding also refills (`continuous_greedy`): when a quarter of the batch has
+finished, the next prompts are prefilled and join the rows still decoding, so a batch no
+longer runs on with most of its rows gone while a few long answers finish. This pays where
+answer lengths are unequal (a model that thinks on some questions and not on others). 96
+HEAD-QA prompts, batch 16, a random-weight model with its most frequent tokens as stops (a
+quarter of the rows run to 128 tokens, the rest end at once): 2.4-3.0 s against 3.6-4.0 s
+without refilling. Where nearly every answer has one length it costs a little: the demo's
+merged model on 96 MeQSum prompts, 1.22 s against 1.14 s (rows that join a long-running row
+attend over its longer cache). Models with a sliding-window cache keep whole batches.
+
 Sampling picks as generate's multinomial sampling does: the fp32 last-step logits through
 the same warpers (temperature, top-k, top-p, in generate's order), a softmax, and
 torch.multinomial over a tensor of the whole batch's shape. A finished row's place holds a
@@ -21,6 +31,7 @@ eta, top-h) go through model.generate.
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -171,6 +182,109 @@ def greedy_generate(
             cache.reorder_cache(keep)
             mask, position, picked = mask[keep], position[keep], picked[keep]
             alive = [alive[k] for k in keep.tolist()]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=-1)
+        position = position + 1
+        logits = model(
+            input_ids=picked[:, None],
+            attention_mask=mask,
+            position_ids=position,
+            use_cache=True,
+            **{cache_argument(model): cache},
+        ).logits
+    return generated
+
+
+def refills(model: Any) -> bool:
+    """Whether the model's KV cache is plain full attention (every layer a DynamicLayer), so
+    rows can join a running batch (`continuous_greedy`); a sliding-window cache cannot."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+def _joined(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor):
+    """Two left-padded batches' caches and masks as one: the shorter is padded on the left
+    (masked key positions, which attention gives exactly zero weight)."""
+    width = max(mask.shape[1], new_mask.shape[1])
+
+    def left(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+        pad = width - tensor.shape[dim]
+        if pad == 0:
+            return tensor
+        shape = list(tensor.shape)
+        shape[dim] = pad
+        return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+    for layer, new in zip(cache.layers, new_cache.layers, strict=True):
+        layer.keys = torch.cat([left(layer.keys, 2), left(new.keys, 2)])
+        layer.values = torch.cat([left(layer.values, 2), left(new.values, 2)])
+    return cache, torch.cat([left(mask, 1), left(new_mask, 1)])
+
+
+def _trimmed(cache, mask: torch.Tensor) -> torch.Tensor:
+    """The mask (and the cache) without the leading positions no live row attends to."""
+    first = int(mask.any(0).to(torch.int8).argmax())  # the first column a live row attends
+    if first:
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        mask = mask[:, first:]
+    return mask
+
+
+@torch.no_grad()
+def continuous_greedy(
+    model: Any,
+    rows: Sequence[list[int]],
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    batch_size: int,
+) -> list[list[int]]:
+    """Greedy continuations of all token `rows` (in the order given), at most `batch_size`
+    decoding at once, with greedy_generate's tokens.
+
+    A row leaves at its first stop token or after `max_new_tokens`; when a quarter of the
+    batch is free (or none is left), the next prompts are prefilled and join the running
+    batch, their cache left-padded to its length (or it to theirs). So a batch no longer
+    runs to its longest answer with most rows gone: a long answer keeps only itself going.
+    Each row's inputs are the ones generate builds for it (its own positions, a mask over
+    its own tokens), so its tokens are those of a batch of its own."""
+    stops = torch.tensor(list(stop_ids) or [-1], device=model.device)
+    generated: list[list[int]] = [[] for _ in rows]
+    waiting = deque(range(len(rows)))
+    alive: list[int] = []
+    cache = mask = position = logits = None
+    while waiting or alive:
+        room = batch_size - len(alive)
+        if waiting and (not alive or room >= max(1, batch_size // 4)):
+            new = [waiting.popleft() for _ in range(min(room, len(waiting)))]
+            new_logits, new_cache, new_mask, new_position = _prefill(
+                model, [rows[i] for i in new], pad_id
+            )
+            if alive:
+                cache, mask = _joined(cache, mask, new_cache, new_mask)
+                logits = torch.cat([logits, new_logits[:, -1:]])
+                position = torch.cat([position, new_position])
+            else:
+                cache, mask, position, logits = new_cache, new_mask, new_position, new_logits
+            alive += new
+        picked = logits[:, -1].argmax(-1)
+        for row, token in zip(alive, picked.tolist(), strict=True):
+            generated[row].append(token)
+        done = torch.isin(picked, stops)
+        done |= torch.tensor(
+            [len(generated[r]) >= max_new_tokens for r in alive], device=done.device
+        )
+        if bool(done.all()):
+            alive, cache = [], None
+            continue
+        if bool(done.any()):
+            keep = (~done).nonzero().flatten()
+            cache.reorder_cache(keep)
+            mask, position, picked = mask[keep], position[keep], picked[keep]
+            alive = [alive[k] for k in keep.tolist()]
+            mask = _trimmed(cache, mask)
         mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=-1)
         position = position + 1
         logits = model(

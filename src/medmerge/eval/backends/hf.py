@@ -27,7 +27,13 @@ from medmerge.eval.backends.base import (
     model_source_identity,
     spec_plan,
 )
-from medmerge.eval.backends.greedy import greedy_generate, plain_greedy, plain_sampling
+from medmerge.eval.backends.greedy import (
+    continuous_greedy,
+    greedy_generate,
+    plain_greedy,
+    plain_sampling,
+    refills,
+)
 from medmerge.eval.backends.packed_scoring import PrefixGroup, group_by_prefix, score_packed
 from medmerge.eval.config import EngineSettings, ModelSpec
 from medmerge.loading import load_causal_lm, load_tokenizer
@@ -205,14 +211,26 @@ class HFBackend:
     ) -> list[Generation]:
         """Batched generation with left padding and the KV cache; stops at any of `stop_ids`.
         Prompts go longest first, so a batch holds prompts of similar length; plain greedy
-        decoding and plain sampling drop each row as it finishes (greedy.py), anything else is
-        model.generate."""
+        decoding and plain sampling drop each row as it finishes, greedy refilling its place
+        with the next prompt (greedy.py); anything else is model.generate."""
         torch.manual_seed(int(decoding.get("seed", 0)))
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         sampled = plain_sampling(self.model, decoding)
         fast = sampled or plain_greedy(self.model, decoding)
         results: list[Generation | None] = [None] * len(prompts)
+        if fast and not sampled and refills(self.model):
+            rows = continuous_greedy(
+                self.model,
+                [encoded[i] for i in order],
+                int(decoding["max_new_tokens"]),
+                list(stop_ids),
+                self.pad_id,
+                self.batch_size,
+            )
+            for index, ids in zip(order, rows, strict=True):
+                results[index] = decode_generation(self.tokenizer, ids, stop_ids)
+            return [r for r in results if r is not None]
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             if fast:
