@@ -3,17 +3,20 @@
 Contenders, each in a fresh process (rounds.py: wall time counts the interpreter start and
 imports; "generation" is the time inside the generation calls):
 - medmerge: HFBackend.generate at batch N (prompts longest first, a row leaves the batch at
-  its first stop token);
+  its first stop token and the next prompt takes its place);
 - hf-generate: what a user writes with transformers: the prompts in their order, N at a
   time, left-padded, `model.generate(greedy, max_new_tokens, eos_token_id=stops)`;
 - medmerge-1: HFBackend.generate at batch 1.
-Model: the benchmark model of benchmarks/mcq.py (random weights, project tokenizer) unless
---model names a folder; prompts: HEAD-QA dev questions in the qwen3 chat template (thinking
-off), as `medmerge eval mcq --mode generate` asks them. Asserts identical outputs (text,
-token count, stop flag) across the three.
+Model: the demo's merged checkpoint (runs/demo/merged, PT 0.3 + SFT 0.7, from `make demo`),
+which ends its answers as the models users evaluate do, unless --model names a folder;
+--random takes the benchmark model of benchmarks/mcq.py (random weights, project tokenizer:
+it never emits a stop token, so every row runs to --max-new-tokens). Prompts: the demo's
+MeQSum questions in the qwen3 chat template, thinking off, as `medmerge eval gen` renders
+them (--prompts headqa: HEAD-QA questions as `medmerge eval mcq --mode generate` asks them).
+Asserts identical outputs (text, token count, stop flag) across the three.
 
-    .venv/bin/python benchmarks/generation.py [--quick] [--rounds 5] [--batch-size 16]
-    .venv/bin/python benchmarks/generation.py --pretrained --max-new-tokens 128  # rows stop
+    make demo && .venv/bin/python benchmarks/generation.py [--quick] [--rounds 5] [--batch-size 16]
+    .venv/bin/python benchmarks/generation.py --random              # no row ever stops
 """
 
 from __future__ import annotations
@@ -28,29 +31,29 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from mcq import HEADQA, bench_model  # benchmarks/ is on sys.path as the script's folder
+from mcq import HEADQA, REPO, bench_model  # benchmarks/ is on sys.path as the script's folder
 
 CONTENDERS = ("medmerge", "hf-generate", "medmerge-1")
-# a base that ends some answers with <|im_end|>: `medmerge base build`, 500 pretraining steps
-PRETRAINED = {"hidden_size": 192, "intermediate_size": 576, "head_dim": 32, "pretrain_steps": 500}
+DEMO_MERGED = REPO / "runs" / "demo" / "merged"  # what `make demo` merges and evaluates
+MEQSUM = REPO / "data" / "qa_en" / "meqsum_sample.jsonl"  # the demo's generation suite
 
 
-def pretrained_model(workdir: Path) -> Path:
-    """The pretrained benchmark base, built once into `workdir` (~25 min on 2 busy cores)."""
-    from medmerge.base import BaseBuildConfig, build_base
-
-    out = workdir / "model-h192-l4-pt500"
-    if not (out / "config.json").exists():
-        build_base(BaseBuildConfig(out=str(out), force=True, **PRETRAINED))
-    return out
-
-
-def prompts_for(items, tokenizer) -> list[str]:
+def prompts_for(source: str, count: int, tokenizer) -> list[str]:
+    """The first `count` prompts of `source` in the qwen3 template, thinking off: MeQSum
+    questions as `medmerge eval gen` renders them (the demo's generation suite), or HEAD-QA
+    questions as `medmerge eval mcq --mode generate` asks them."""
     from medmerge.data.templates import get_template
+    from medmerge.eval.generation import load_gen_items
     from medmerge.eval.mcq import FORMATS, McqTask
+    from medmerge.eval.mcq_data import load_mcq
 
-    task = McqTask(FORMATS["en"], get_template("qwen3"), tokenizer, False)
-    return [task.context(item, []) for item in items]
+    template = get_template("qwen3")
+    if source == "meqsum":
+        columns = {"prompt": "question", "reference": "summary"}
+        items = load_gen_items(str(MEQSUM), "columns", columns)[:count]
+        return [template.render_prompt(tokenizer, item.messages, False) for item in items]
+    task = McqTask(FORMATS["en"], template, tokenizer, False)
+    return [task.context(item, []) for item in load_mcq([str(HEADQA)])[:count]]
 
 
 def hf_generate(backend, prompts, max_new_tokens: int, stops, batch_size: int):
@@ -87,11 +90,10 @@ def run_contender(args) -> None:
     from medmerge.data.templates import get_template
     from medmerge.eval.backends.hf import HFBackend
     from medmerge.eval.config import ModelSpec
-    from medmerge.eval.mcq_data import load_mcq
 
     batch = 1 if args.contender == "medmerge-1" else args.batch_size
     backend = HFBackend(ModelSpec(model=str(args.model)), device="cpu", batch_size=batch)
-    prompts = prompts_for(load_mcq([str(HEADQA)])[: args.items], backend.tokenizer)
+    prompts = prompts_for(args.prompts, args.items, backend.tokenizer)
     stops = get_template("qwen3").stop_token_ids(backend.tokenizer)
     decoding = {"do_sample": False, "max_new_tokens": args.max_new_tokens, "seed": 0}
     started = time.perf_counter()
@@ -107,7 +109,7 @@ def run_contender(args) -> None:
 def contender_command(args, name: str) -> list[str]:
     command = [sys.executable, __file__, "--contender", name, "--items", str(args.items)]
     command += ["--batch-size", str(args.batch_size), "--model", str(args.model)]
-    command += ["--max-new-tokens", str(args.max_new_tokens)]
+    command += ["--max-new-tokens", str(args.max_new_tokens), "--prompts", args.prompts]
     return command + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -116,16 +118,17 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="32 prompts")
     parser.add_argument("--items", type=int, default=None, help="default 96 (32 with --quick)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--prompts", choices=("meqsum", "headqa"), default="meqsum")
     parser.add_argument("--rounds", type=int, default=5, help="after one warm-up round")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument(
-        "--model", type=Path, default=None, help="a model folder (default: mcq.py's)"
+        "--model", type=Path, default=None, help=f"a model folder (default: {DEMO_MERGED})"
     )
     parser.add_argument(
-        "--pretrained", action="store_true", help="a briefly pretrained base that ends answers"
+        "--random", action="store_true", help="mcq.py's random-weight model (never stops)"
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/medmerge-bench"))
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
@@ -141,11 +144,13 @@ def main() -> None:
         return run_contender(args)
     from rounds import load_summary, run_rounds, spread, spread_text
 
-    if args.pretrained and args.model is None:
-        args.model = pretrained_model(args.workdir)
-    args.model = args.model or bench_model(args.workdir)
+    if args.random:
+        args.model = bench_model(args.workdir)
+    args.model = args.model or DEMO_MERGED
+    if not (args.model / "config.json").exists():
+        sys.exit(f"{args.model}: no model folder; run `make demo` first, or pass --model DIR")
     print(
-        f"{args.items} prompts, greedy, max_new_tokens {args.max_new_tokens}, batch size "
+        f"{args.items} {args.prompts} prompts, greedy, max_new_tokens {args.max_new_tokens}, batch size "
         f"{args.batch_size} (medmerge-1: 1), torch threads {args.threads or 'default'}, "
         f"model {args.model.name}, {args.rounds} rounds"
     )
