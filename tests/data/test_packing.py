@@ -170,9 +170,18 @@ def test_packed_row_equals_separate_runs(tokenizer, sft_examples, attention: str
     per_document = attention == "medmerge_document"
     batch = collate([rows[0], short[0]], tokenizer.pad_token_id, document_attention=per_document)
     assert batch["attention_mask"].dim() == (2 if per_document else 4)
+    width = len(rows[0]["input_ids"])
     with torch.no_grad():
-        packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        packed_loss = token_losses(packed, batch["labels"])
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        losses = token_losses(logits, batch["labels"])
+    if per_document:  # the two rows joined into one of their real tokens, no padding
+        assert batch["input_ids"].shape == (1, width + len(short[0]["input_ids"]))
+        assert batch["attention_mask"].all()
+        packed = [logits[0, :width], logits[0, width:]]
+        packed_loss = losses[:, :width]
+    else:
+        packed, packed_loss = logits, losses
+    with torch.no_grad():
         alone = [model(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in sft_examples]
         alone_loss = [
             token_losses(a[None], torch.tensor([e["labels"]]))[0]
@@ -183,9 +192,9 @@ def test_packed_row_equals_separate_runs(tokenizer, sft_examples, attention: str
     start = 0
     for index in order:
         size = len(sft_examples[index]["input_ids"])
-        torch.testing.assert_close(packed[0, start : start + size], alone[index], atol=1e-5, rtol=0)
+        torch.testing.assert_close(packed[0][start : start + size], alone[index], atol=1e-5, rtol=0)
         start += size
-    torch.testing.assert_close(packed[1, : len(alone[0])], alone[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed[1][: len(alone[0])], alone[0], atol=1e-5, rtol=0)
     total = sum(loss.sum() for loss in alone_loss)
     assert abs(packed_loss[0].sum().item() - total.item()) < 1e-5 * len(batch["labels"][0])
     assert packed_loss[0].sum().item() > 0

@@ -12,7 +12,8 @@ SFT packing puts several examples in one row of at most `cutoff_len` tokens (fir
 longest first) with `position_ids` restarting at 0 per example. Training runs packed rows
 under document attention (train/document_attention.py): each example attends to itself
 only, found from the restarting positions, with no (L, L) mask; `collate(...,
-document_attention=True)` then gives positions and the 2-D padding mask. Otherwise (a model
+document_attention=True)` then joins a batch's rows into one row of their real tokens (as
+varlen attention takes them: no position is spent on padding). Otherwise (a model
 not on sdpa) `collate` returns a 4-D additive float32 `attention_mask` (batch, 1, L, L): 0
 where a token may attend (same example, not later), float32 min elsewhere. transformers
 passes a 4-D mask through as-is, and an additive float mask is right for both sdpa and eager
@@ -205,9 +206,12 @@ def collate(
     examples: list[Example], pad_token_id: int, document_attention: bool = False
 ) -> dict[str, torch.Tensor]:
     """Right-pad a batch; packed rows get position_ids, and a 4-D block-causal mask unless
-    the model runs document attention (then the 2-D padding mask)."""
-    width = max(len(example["input_ids"]) for example in examples)
+    the model runs document attention: then the rows are joined into one row of their real
+    tokens (no padding to run; the positions still restart per example)."""
     packed = any("position_ids" in example for example in examples)
+    if packed and document_attention:
+        return _flattened(examples)
+    width = max(len(example["input_ids"]) for example in examples)
     batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "attention_mask": []}
     if packed:
         batch["position_ids"] = []
@@ -225,6 +229,15 @@ def collate(
     if packed and not document_attention:
         tensors["attention_mask"] = block_causal_mask(tensors["position_ids"])
     return tensors
+
+
+def _flattened(rows: list[Example]) -> dict[str, torch.Tensor]:
+    """Packed rows as one (1, total) row. Every example's first label is -100, so the label
+    shift never reaches across a row's end into the next row's first example."""
+    joined = {key: [x for row in rows for x in row[key]] for key in ("input_ids", "labels")}
+    joined["position_ids"] = [x for row in rows for x in row["position_ids"]]
+    joined["attention_mask"] = [1] * len(joined["input_ids"])
+    return {key: torch.tensor([values], dtype=torch.long) for key, values in joined.items()}
 
 
 def block_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
