@@ -6,7 +6,7 @@ import contextlib
 import json
 
 from medmerge.train import document_attention as attention_module
-from medmerge.train import loop
+from medmerge.train import loop, micro_batch
 from medmerge.train.loop import train
 
 
@@ -26,9 +26,16 @@ def test_packed_sft_losses_equal_the_block_mask_and_sdpa_comes_back(make_cfg, mo
     monkeypatch.setitem(
         attention_module.AttentionInterface._global_mapping, "medmerge_document", spy
     )
-    packed = dict(stage="sft", packing=True, cutoff_len=128, max_steps=3, save_steps=100)
+    # no LoRA dropout: its masks are drawn by the batch's shape, which joining the rows changes
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0}
+    packed = dict(stage="sft", packing=True, cutoff_len=128, max_steps=3, save_steps=100, lora=lora)
+    cuts = []
+    real_pieces = micro_batch.pieces
+    monkeypatch.setattr(micro_batch, "PIECE_TOKENS", 256)  # steps of ~500 tokens in pieces
+    monkeypatch.setattr(micro_batch, "pieces", lambda b: cuts.append(real_pieces(b)) or cuts[-1])
     result = train(make_cfg(name="per-document", **packed))
     assert any(seen)  # batches of several examples per row were split into documents
+    assert len(cuts) == 3 and all(len(c) >= 2 for c in cuts), cuts  # each step ran in pieces
     assert result.model.get_base_model().config._attn_implementation == "sdpa"
 
     @contextlib.contextmanager

@@ -30,6 +30,7 @@ from medmerge.train import checkpoint
 from medmerge.train.config import TrainConfig
 from medmerge.train.dataset import TrainingData, load_tokenizer, load_training_data
 from medmerge.train.document_attention import document_attention
+from medmerge.train.micro_batch import backward_in_pieces, splits
 from medmerge.train.outputs import write_adapter_folder
 from medmerge.train.scored_loss import scored_loss
 
@@ -228,6 +229,7 @@ def run_steps(
     skip = done_in_epoch * cfg.gradient_accumulation_steps
     window_tokens, window_start, losses = 0, time.perf_counter(), []
     compute_loss = scored_loss(model, accelerator.unwrap_model(model))
+    split = splits(accelerator, model)
     model.train()
     with progress_bar(
         total_steps, f"train {cfg.stage}", enabled=cfg.progress and accelerator.is_main_process
@@ -239,8 +241,7 @@ def run_steps(
                 loader, skip = accelerator.skip_first_batches(loader, skip), 0
             for batch in loader:
                 with accelerator.accumulate(model):
-                    loss = compute_loss(batch)
-                    accelerator.backward(loss)
+                    loss = backward_in_pieces(batch, compute_loss, accelerator, model, split)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                         scheduler_step = True
@@ -250,7 +251,7 @@ def run_steps(
                     if scheduler_step:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.detach().float())
+                losses.append(loss.float())
                 window_tokens += _real_tokens(batch) * accelerator.num_processes
                 if not scheduler_step:
                     continue
