@@ -153,6 +153,20 @@ def _prefill(model: Any, rows: Sequence[list[int]], pad_id: int) -> tuple:
     return logits, cache, mask, positions[:, -1:]
 
 
+def _step(model: Any, picked: torch.Tensor, mask, position, cache) -> tuple:
+    """One decoding forward of the live rows' picked tokens: (logits, mask, positions)."""
+    mask = torch.cat([mask, mask.new_ones((len(picked), 1))], dim=-1)
+    position = position + 1
+    logits = model(
+        input_ids=picked[:, None],
+        attention_mask=mask,
+        position_ids=position,
+        use_cache=True,
+        **{cache_argument(model): cache},
+    ).logits
+    return logits, mask, position
+
+
 @torch.no_grad()
 def greedy_generate(
     model: Any,
@@ -182,15 +196,7 @@ def greedy_generate(
             cache.reorder_cache(keep)
             mask, position, picked = mask[keep], position[keep], picked[keep]
             alive = [alive[k] for k in keep.tolist()]
-        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=-1)
-        position = position + 1
-        logits = model(
-            input_ids=picked[:, None],
-            attention_mask=mask,
-            position_ids=position,
-            use_cache=True,
-            **{cache_argument(model): cache},
-        ).logits
+        logits, mask, position = _step(model, picked, mask, position, cache)
     return generated
 
 
@@ -285,13 +291,5 @@ def continuous_greedy(
             mask, position, picked = mask[keep], position[keep], picked[keep]
             alive = [alive[k] for k in keep.tolist()]
             mask = _trimmed(cache, mask)
-        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=-1)
-        position = position + 1
-        logits = model(
-            input_ids=picked[:, None],
-            attention_mask=mask,
-            position_ids=position,
-            use_cache=True,
-            **{cache_argument(model): cache},
-        ).logits
+        logits, mask, position = _step(model, picked, mask, position, cache)
     return generated

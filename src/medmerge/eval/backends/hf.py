@@ -218,30 +218,19 @@ class HFBackend:
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         sampled = plain_sampling(self.model, decoding)
         fast = sampled or plain_greedy(self.model, decoding)
+        refill = fast and not sampled and refills(self.model)
+        step = max(1, len(order)) if refill else self.batch_size  # refilling: one queue
         results: list[Generation | None] = [None] * len(prompts)
-        if fast and not sampled and refills(self.model):
-            rows = continuous_greedy(
-                self.model,
-                [encoded[i] for i in order],
-                int(decoding["max_new_tokens"]),
-                list(stop_ids),
-                self.pad_id,
-                self.batch_size,
-            )
-            for index, ids in zip(order, rows, strict=True):
-                results[index] = decode_generation(self.tokenizer, ids, stop_ids)
-            return [r for r in results if r is not None]
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for start in range(0, len(order), step):
+            batch = order[start : start + step]
             if fast:
-                rows = greedy_generate(
-                    self.model,
-                    [encoded[i] for i in batch],
-                    int(decoding["max_new_tokens"]),
-                    list(stop_ids),
-                    self.pad_id,
-                    decoding if sampled else None,
-                )
+                rows_in = [encoded[i] for i in batch]
+                new_tokens = int(decoding["max_new_tokens"])
+                common = (self.model, rows_in, new_tokens, list(stop_ids), self.pad_id)
+                if refill:
+                    rows = continuous_greedy(*common, batch_size=self.batch_size)
+                else:
+                    rows = greedy_generate(*common, sampling=decoding if sampled else None)
                 outputs = [decode_generation(self.tokenizer, ids, stop_ids) for ids in rows]
             else:
                 outputs = self._generate_batch(
