@@ -246,6 +246,12 @@ def main() -> None:
         return run_contender(args)
     from rounds import load_summary, run_once, run_rounds, spread, spread_text
 
+    if not args.lm_eval_python.exists():
+        sys.exit(
+            f"{args.lm_eval_python}: no lm-eval venv; make one with `python3.11 -m venv "
+            f"/work/venvs/lm-eval && /work/venvs/lm-eval/bin/pip install torch==2.13.0 "
+            f"lm-eval==0.4.13`, or pass --lm-eval-python PYTHON"
+        )
     bench_model(args.workdir)
     first = run_once(contender_command(args, "medmerge"))  # its strings make lm-eval's task
     write_lm_eval_task(args.workdir / "lm_eval_task", first.result["records"])
