@@ -13,7 +13,8 @@ inside the scoring call. Asserts identical per-item predictions with lm-eval.
     .venv/bin/python benchmarks/mcq.py [--quick] [--rounds 5] [--continuation text|letter]
 
 Needs lm-eval in its own venv (--lm-eval-python, default /work/venvs/lm-eval/bin/python;
-measured with 0.4.13).
+measured with 0.4.13; `pip install torch==2.13.0 "lm-eval[hf]==0.4.13"`, as plain lm-eval
+brings no transformers).
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ def main() -> None:
         sys.exit(
             f"{args.lm_eval_python}: no lm-eval venv; make one with `python3.11 -m venv "
             f"/work/venvs/lm-eval && /work/venvs/lm-eval/bin/pip install torch==2.13.0 "
-            f"lm-eval==0.4.13`, or pass --lm-eval-python PYTHON"
+            f"'lm-eval[hf]==0.4.13'`, or pass --lm-eval-python PYTHON"
         )
     bench_model(args.workdir)
     first = run_once(contender_command(args, "medmerge"))  # its strings make lm-eval's task

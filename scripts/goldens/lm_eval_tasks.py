@@ -2,7 +2,7 @@
 
 Run in a venv holding lm-eval (never the project's):
     python -m venv /work/venvs/lm-eval && /work/venvs/lm-eval/bin/pip install torch==2.13.0
-    /work/venvs/lm-eval/bin/pip install lm-eval==0.4.13
+    /work/venvs/lm-eval/bin/pip install "lm-eval[hf]==0.4.13"  # plain lm-eval brings no transformers
     /work/venvs/lm-eval/bin/python scripts/goldens/lm_eval_tasks.py
 
 It writes small files in each benchmark's OFFICIAL layout to tests/goldens/lm_eval/data/
