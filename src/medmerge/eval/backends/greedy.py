@@ -258,7 +258,7 @@ def continuous_greedy(
     its own tokens), so its tokens are those of a batch of its own."""
     stops = torch.tensor(list(stop_ids) or [-1], device=model.device)
     generated: list[list[int]] = [[] for _ in rows]
-    waiting = deque(range(len(rows)))
+    waiting = deque(range(len(rows)) if max_new_tokens > 0 else [])
     alive: list[int] = []
     cache = mask = position = logits = None
     while waiting or alive:
