@@ -201,3 +201,23 @@ def test_untouched_tensors_are_compared_a_chunk_at_a_time(
     failures = _verify(models, broken)["failures"]
     assert f"{name}: changed (6 elements) although no adapter touches it" in failures
     assert f"{name}: holds NaN or Inf" in failures
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "3e38"])
+def test_a_lora_tensor_holding_nan_or_inf_is_named_and_a_huge_finite_one_is_not(
+    models, good, tmp_path, value
+):
+    """Whether a touched tensor is finite comes from ||x - W'||^2 (NaN or Inf wherever W' is);
+    a finite W' whose squared residual overflows is scanned, not called non-finite."""
+    broken = tmp_path / value
+    shutil.copytree(good, broken)
+    index = json.loads((broken / "model.safetensors.index.json").read_text())
+    name = next(n for n in index["weight_map"] if "q_proj" in n)
+    file = broken / index["weight_map"][name]
+    state = load_file(file)
+    state[name].view(-1)[5] = float(value)
+    save_file(state, file, {"format": "pt"})
+    report = _verify(models, broken)
+    assert not report["ok"]
+    named = f"{name}: holds NaN or Inf" in report["failures"]
+    assert named == (value != "3e38"), report["failures"]

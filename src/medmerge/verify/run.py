@@ -274,7 +274,7 @@ def _check_tensors(
                 result = check_touched(
                     name, base_tensor, merged_tensor, *_fields(intended), fit, scratch
                 )
-                finite = all_finite(merged_tensor)
+                finite = result.finite or all_finite(merged_tensor)
             else:
                 result, finite = check_untouched(name, tensors)
             results.append(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ class TensorResult:
     retention: float = 1.0
     recovered: list[float | None] = field(default_factory=list)
     problem: str | None = None
+    finite: bool | None = None  # True once the check has shown W' holds no NaN or Inf
 
 
 @dataclass
@@ -109,6 +111,8 @@ def check_touched(
     change = merged.double() - w
     norm2 = float((intended * intended).sum())
     result = TensorResult(name, True, int(ulps.max()), int((ulps > 1).sum()))
+    if not all_finite(change):  # W' holds NaN or Inf (run.py names it): no fit from it
+        return _unfitted(result, len(adapters), merged.dtype)
     result.delta_rel_error = float((change - intended).norm()) / max(norm2**0.5, 1e-300)
     result.retention = float((change * intended).sum()) / norm2 if norm2 > 0 else 1.0
     result.recovered = _tensor_fit(deltas, change, len(adapters))
@@ -157,6 +161,11 @@ def _check_lora(
     result = TensorResult(name, True, sums.max_ulp, sums.over_one_ulp)
     weights = torch.tensor([w for _, w, _, _ in parts], dtype=torch.float64)
     rhs = gram @ weights + rhs_noise
+    # x - W' is NaN or Inf wherever W' is, so a finite ||x - W'||^2 shows W' finite; a
+    # non-finite one (or a residual too large for fp32) gives no fit, and W' is scanned
+    if not (math.isfinite(sums.error2) and bool(torch.isfinite(rhs).all())):
+        return _unfitted(result, len(adapters), merged.dtype)
+    result.finite = True
     intended2 = float(weights @ gram @ weights)
     result.delta_rel_error = sums.error2**0.5 / max(intended2**0.5, 1e-300)
     result.retention = float(weights @ rhs) / intended2 if intended2 > 0 else 1.0
@@ -170,6 +179,14 @@ def _check_lora(
     fit.energy += intended2 + 2 * float(weights @ rhs_noise) + sums.error2
     fit.noise += sums.noise
     result.problem = _tensor_problem(result, merged.dtype)
+    return result
+
+
+def _unfitted(result: TensorResult, count: int, dtype: torch.dtype) -> TensorResult:
+    """A tensor whose W' - W is not finite: no delta error, retention or weights from it."""
+    result.delta_rel_error = math.inf
+    result.recovered = [None] * count
+    result.problem = _tensor_problem(result, dtype)
     return result
 
 
