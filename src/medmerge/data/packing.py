@@ -234,8 +234,8 @@ def collate(
 def _flattened(rows: list[Example]) -> dict[str, torch.Tensor]:
     """Packed rows as one (1, total) row. Every example's first label is -100, so the label
     shift never reaches across a row's end into the next row's first example."""
-    joined = {key: [x for row in rows for x in row[key]] for key in ("input_ids", "labels")}
-    joined["position_ids"] = [x for row in rows for x in row["position_ids"]]
+    keys = ("input_ids", "labels", "position_ids")
+    joined = {key: [x for row in rows for x in row[key]] for key in keys}
     joined["attention_mask"] = [1] * len(joined["input_ids"])
     return {key: torch.tensor([values], dtype=torch.long) for key, values in joined.items()}
 

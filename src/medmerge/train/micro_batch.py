@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-IGNORE_INDEX = -100
+from medmerge.train.scored_loss import IGNORE_INDEX
+
 # tokens per piece: 384 was slower, 512-1024 alike, a whole 1,900-token step slower again
 PIECE_TOKENS = 512
 
@@ -68,8 +69,8 @@ def backward_in_pieces(
     """Forward and backward of `batch` (in pieces when `split`); the step's mean loss, detached."""
     ranges = pieces(batch) if split else [slice(None)]
     scored = [int((batch["labels"][:, r][:, 1:] != IGNORE_INDEX).sum()) for r in ranges]
-    total = sum(scored)
-    if len(ranges) == 1 or total == 0:
+    total = sum(scored) if len(ranges) > 1 else 0
+    if total == 0:  # one piece, or nothing scored: the whole batch at once
         loss = compute_loss(batch)
         accelerator.backward(loss)
         return loss.detach()

@@ -113,6 +113,7 @@ def check_touched(
     result = TensorResult(name, True, int(ulps.max()), int((ulps > 1).sum()))
     if not all_finite(change):  # W' holds NaN or Inf (run.py names it): no fit from it
         return _unfitted(result, len(adapters), merged.dtype)
+    result.finite = True  # W' - W is finite only where W' is
     result.delta_rel_error = float((change - intended).norm()) / max(norm2**0.5, 1e-300)
     result.retention = float((change * intended).sum()) / norm2 if norm2 > 0 else 1.0
     result.recovered = _tensor_fit(deltas, change, len(adapters))

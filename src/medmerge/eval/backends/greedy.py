@@ -167,6 +167,13 @@ def _step(model: Any, picked: torch.Tensor, mask, position, cache) -> tuple:
     return logits, mask, position
 
 
+def _kept(going: torch.Tensor, cache, alive: list[int], *rows: torch.Tensor) -> list:
+    """[alive, *rows] for the rows still `going`; the cache is cut to them in place."""
+    keep = going.nonzero().flatten()
+    cache.reorder_cache(keep)
+    return [[alive[k] for k in keep.tolist()], *(tensor[keep] for tensor in rows)]
+
+
 @torch.no_grad()
 def greedy_generate(
     model: Any,
@@ -192,10 +199,7 @@ def greedy_generate(
         if step == max_new_tokens - 1 or not bool(going.any()):
             break
         if not bool(going.all()):
-            keep = going.nonzero().flatten()
-            cache.reorder_cache(keep)
-            mask, position, picked = mask[keep], position[keep], picked[keep]
-            alive = [alive[k] for k in keep.tolist()]
+            alive, mask, position, picked = _kept(going, cache, alive, mask, position, picked)
         logits, mask, position = _step(model, picked, mask, position, cache)
     return generated
 
@@ -286,10 +290,7 @@ def continuous_greedy(
             alive, cache = [], None
             continue
         if bool(done.any()):
-            keep = (~done).nonzero().flatten()
-            cache.reorder_cache(keep)
-            mask, position, picked = mask[keep], position[keep], picked[keep]
-            alive = [alive[k] for k in keep.tolist()]
+            alive, mask, position, picked = _kept(~done, cache, alive, mask, position, picked)
             mask = _trimmed(cache, mask)
         logits, mask, position = _step(model, picked, mask, position, cache)
     return generated
