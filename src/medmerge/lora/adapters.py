@@ -122,6 +122,14 @@ class LoraFactors:
         """Columns of B @ A (the module's input size; the vocabulary for an embedding)."""
         return self._A.shape[1]
 
+    def loaded(self) -> LoraFactors:
+        """These factors with A, B and the bias read into memory: a thread that reads the next
+        module's factors ahead does file reads only, and leaves the arithmetic on them (which
+        torch spreads over every core) to the thread that computes."""
+        return LoraFactors(
+            self.module, self.A, self.B, self.scale, self.transpose, self.bias, self.embedding
+        )
+
     def weight_delta(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The dense delta of this module's weight, computed in `dtype`."""
         delta = self.B.to(dtype) @ self.A.to(dtype)

@@ -46,9 +46,9 @@ from medmerge.lora import (
     StackedFactors,
     all_finite,
     all_touched,
+    factors_ahead,
     get_method,
     merged_weight,
-    stacked_factors,
 )
 from medmerge.lora.delta import exact_rows, exact_rows_step, is_lora_only
 
@@ -140,7 +140,8 @@ def _payloads(
     converted, or copied, each from the base's bytes in the order the stream reads them.
     The next streamed tensor's factors are read from the adapters while this one merges."""
     streamed = [s.name for s in specs if s.name in touched and _streams(job, s.name)]
-    factors, streaming = _factors_ahead(job, streamed, factors_reader), set(streamed)
+    factors = factors_ahead(streamed, job.adapters, job.spec.plan, factors_reader, scratch=scratch)
+    streaming = set(streamed)
     for spec in specs:
         entry, dtype = job.base.entries[spec.name], DTYPES[spec.dtype]
         if spec.name in streaming:
@@ -214,21 +215,6 @@ def _merged_chunks(
         _refuse_not_finite(name, out, dtype, scratch)
         yield out
         first = stop
-
-
-def _factors_ahead(
-    job: MergeJob, names: list[str], reader: ThreadPoolExecutor
-) -> Iterator[StackedFactors]:
-    """Each of `names`' stacked factors in order, the next read while the caller merges."""
-
-    def read(index: int) -> StackedFactors:
-        return stacked_factors(names[index], job.adapters, job.spec.plan)
-
-    pending = reader.submit(read, 0) if names else None
-    for index in range(len(names)):
-        current = pending.result()
-        pending = reader.submit(read, index + 1) if index + 1 < len(names) else None
-        yield current
 
 
 def _merged(
