@@ -30,6 +30,7 @@ from medmerge.lora import (
     adapter_deltas,
     all_finite,
     check_fits,
+    factors_ahead,
     get_method,
 )
 from medmerge.manifest import model_identity, read_manifest
@@ -42,6 +43,7 @@ from medmerge.verify.tensors import (
     FitSums,
     check_touched,
     check_untouched,
+    checked_by_factors,
     dtype_problems,
     erasure_warnings,
     names_to_check,
@@ -258,7 +260,14 @@ def _check_tensors(
     results = TensorResults()
     results.not_finite = False
     digests: dict[str, dict[Path, str]] = {}
+    adapters, plan, method, _ = _fields(intended)
+    ahead = [n for n, touched in checks if touched and checked_by_factors(n, adapters, method)]
     with contextlib.ExitStack() as stack:
+        factors_reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        factors = factors_ahead(
+            ahead, adapters, plan, factors_reader, unweighted=True, scratch=scratch
+        )
+        by_factors = set(ahead)
         if sample is None:
             streams = [
                 stack.enter_context(CheckpointStream(c.files, depth=_STREAM_DEPTH))
@@ -271,8 +280,9 @@ def _check_tensors(
         for name, touched, tensors in pairs:
             if touched:
                 base_tensor, merged_tensor = tensors
+                stacked = next(factors) if name in by_factors else None
                 result = check_touched(
-                    name, base_tensor, merged_tensor, *_fields(intended), fit, scratch
+                    name, base_tensor, merged_tensor, *_fields(intended), fit, scratch, stacked
                 )
                 finite = result.finite or all_finite(merged_tensor)
             else:

@@ -92,16 +92,19 @@ def check_touched(
     params: MethodParams,
     fit: FitSums,
     scratch: Scratch | None = None,
+    factors: StackedFactors | None = None,
 ) -> TensorResult:
-    """W' against round(W + intended delta), the effective delta, its retention, its weights."""
+    """W' against round(W + intended delta), the effective delta, its retention, its weights.
+    `factors`: this tensor's stacked factors with their unweighted parts, when read ahead."""
     if merged.dtype not in ULP_DTYPES:
         problem = (
             f"{name}: stored as {_dtype_name(merged.dtype)}; a merged tensor must be bf16, fp16, "
             "fp32 or fp64 (verify measures it in ulps of one of them)"
         )
         return TensorResult(name, True, problem=problem)
-    if get_method(method).recompute == "factors" and is_lora_only(name, adapters):
-        return _check_lora(name, base, merged, adapters, plan, fit, scratch or Scratch())
+    if checked_by_factors(name, adapters, method):
+        factors = factors or stacked_factors(name, adapters, plan, unweighted=True)
+        return _check_lora(name, base, merged, factors, fit, scratch or Scratch())
     w = base.double()
     deltas = adapter_deltas(name, adapters, base)
     intended = intended_delta(name, adapters, plan, base, method, params)
@@ -123,12 +126,17 @@ def check_touched(
     return result
 
 
+def checked_by_factors(name: str, adapters: Sequence[Adapter], method: str) -> bool:
+    """True when tensor `name` is checked from its stacked factors (`_check_lora`), so the
+    caller can read them ahead."""
+    return get_method(method).recompute == "factors" and is_lora_only(name, adapters)
+
+
 def _check_lora(
     name: str,
     base: torch.Tensor,
     merged: torch.Tensor,
-    adapters: Sequence[Adapter],
-    plan: WeightPlan,
+    factors: StackedFactors,
     fit: FitSums,
     scratch: Scratch,
 ) -> TensorResult:
@@ -140,38 +148,46 @@ def _check_lora(
     <d_i, W' - W> = sum_j w_j <d_i, d_j> + <d_i, r>, where <d_i, r> = s_i sum((B_i^T r) * A_i).
     B_i^T r is summed over blocks of rows small enough that every pass over a block stays
     in cache (the whole tensor in fp64 does not).
+
+    One adapter's <d_k, r> needs no projection: sum_i w_i <d_i, r> = <x - W, r>, which is
+    -||r||^2 - <W' - W, x - W'>, one dot per block. The adapter left out is the one whose
+    projection costs most (the largest rank), among those whose weight does not shrink
+    the division below (`_derived_part`); with one adapter no projection is made at all.
     """
-    factors = stacked_factors(name, adapters, plan)  # x = W + B @ A (or its transpose)
-    parts = factors.scaled()
-    stacked = torch.cat([Bk for _, _, Bk, _ in parts], dim=1).float()  # rows x sum of ranks
+    parts = factors.scaled()  # x = W + factors.B @ factors.A (or its transpose)
+    derived = _derived_part(parts)
+    projected = [k for k in range(len(parts)) if k != derived]
+    stacked = None  # rows x the projected ranks, fp32
+    if projected:
+        stacked = torch.cat([parts[k][2] for k in projected], dim=1).float()
     sums = _residual_sums(base, merged, factors, stacked, scratch)
     gram = torch.zeros(len(parts), len(parts), dtype=torch.float64)
     for k, (_, _, Bk, Ak) in enumerate(parts):
         for m, (_, _, Bm, Am) in enumerate(parts[: k + 1]):  # symmetric
             gram[k, m] = gram[m, k] = ((Bk.T @ Bm) * (Ak @ Am.T)).sum()
-    offsets = [0]
-    for _, _, Bk, _ in parts:
-        offsets.append(offsets[-1] + Bk.shape[1])
-    rhs_noise = torch.tensor(  # <d_k, r> = -s_k sum((B_k^T (x - W')) * A_k), s_k inside B_k
-        [
-            -float((sums.projected[offsets[k] : offsets[k + 1]].double() * Ak).sum())
-            for k, (_, _, _, Ak) in enumerate(parts)
-        ],
-        dtype=torch.float64,
-    )
-    result = TensorResult(name, True, sums.max_ulp, sums.over_one_ulp)
     weights = torch.tensor([w for _, w, _, _ in parts], dtype=torch.float64)
+    rhs_noise = torch.zeros(len(parts), dtype=torch.float64)
+    start = 0
+    for k in projected:  # <d_k, r> = -s_k sum((B_k^T (x - W')) * A_k), s_k inside B_k
+        Ak = parts[k][3]
+        rows = sums.projected[start : start + Ak.shape[0]]
+        rhs_noise[k] = -float((rows.double() * Ak).sum())
+        start += Ak.shape[0]
+    if derived is not None:  # sum_i w_i <d_i, r> = <x - W, W' - x>
+        total = -(sums.error2 + sums.change_dot)
+        rhs_noise[derived] = (total - float(weights @ rhs_noise)) / float(weights[derived])
+    result = TensorResult(name, True, sums.max_ulp, sums.over_one_ulp)
     rhs = gram @ weights + rhs_noise
     # x - W' is NaN or Inf wherever W' is, so a finite ||x - W'||^2 shows W' finite; a
     # non-finite one (or a residual too large for fp32) gives no fit, and W' is scanned
     if not (math.isfinite(sums.error2) and bool(torch.isfinite(rhs).all())):
-        return _unfitted(result, len(adapters), merged.dtype)
+        return _unfitted(result, len(fit.rhs), merged.dtype)
     result.finite = True
     intended2 = float(weights @ gram @ weights)
     result.delta_rel_error = sums.error2**0.5 / max(intended2**0.5, 1e-300)
     result.retention = float(weights @ rhs) / intended2 if intended2 > 0 else 1.0
     solution = torch.linalg.lstsq(gram, rhs[:, None]).solution[:, 0]
-    result.recovered = [None] * len(adapters)
+    result.recovered = [None] * len(fit.rhs)
     for k, (i, _, _, _) in enumerate(parts):
         result.recovered[i] = float(solution[k])
         fit.rhs[i] += rhs[k]
@@ -181,6 +197,16 @@ def _check_lora(
     fit.noise += sums.noise
     result.problem = _tensor_problem(result, merged.dtype)
     return result
+
+
+def _derived_part(parts: list[tuple[int, float, torch.Tensor, torch.Tensor]]) -> int | None:
+    """The part whose <d_k, r> comes from <x - W, W' - x> instead of a projection: the
+    largest |w_k| * rank_k, so a large projection is left out and a small weight (which
+    divides the dot's rounding error) is not chosen over a comparable one; None when every
+    weight is 0."""
+    cost = [abs(weight) * A.shape[0] for _, weight, _, A in parts]
+    best = max(range(len(parts)), key=cost.__getitem__)
+    return best if cost[best] > 0 else None
 
 
 def _unfitted(result: TensorResult, count: int, dtype: torch.dtype) -> TensorResult:
@@ -197,6 +223,7 @@ class _ResidualSums:
     over_one_ulp: int = 0
     error2: float = 0.0  # ||x - W'||^2
     noise: float = 0.0  # ||round(x) - x||^2: what rounding alone leaves
+    change_dot: float = 0.0  # <W' - W, x - W'>
     projected: torch.Tensor | None = None  # stacked^T (x - W'), fp32
 
 
@@ -204,17 +231,22 @@ def _residual_sums(
     base: torch.Tensor,
     merged: torch.Tensor,
     factors: StackedFactors,
-    stacked: torch.Tensor,
+    stacked: torch.Tensor | None,
     scratch: Scratch,
 ) -> _ResidualSums:
-    """One pass over the rows of W and W': ulps against round(x), ||x - W'||^2, rounding noise
-    and stacked^T (x - W') (fp32: x - W' is rounding noise or a merge mistake, and fp32's
-    relative error in it, under 1e-4, is immaterial to the fit and the retention)."""
-    sums = _ResidualSums(projected=torch.zeros(stacked.shape[1], base.shape[1]))
+    """One pass over the rows of W and W': ulps against round(x), ||x - W'||^2, rounding noise,
+    <W' - W, x - W'> and stacked^T (x - W') (fp32: x - W' is rounding noise or a merge
+    mistake, and fp32's relative error in it, under 1e-4, is immaterial to the fit and the
+    retention; W' - W is exact in fp32 for bf16 and fp16 W and W')."""
+    ranks = 0 if stacked is None else stacked.shape[1]
+    sums = _ResidualSums(projected=torch.zeros(ranks, base.shape[1]))
     exact = exact_rows(base, factors.A, factors.B, factors.transpose, scratch, "verify-exact")
     for rows, x in exact:
         shape = tuple(x.shape)
-        reference = scratch.work("verify-rounded", shape, merged.dtype).copy_(x)
+        x32 = None  # x in fp32, for every W' dtype but fp64
+        if merged.dtype != torch.float64:
+            x32 = scratch.work("verify-x32", shape, torch.float32).copy_(x)
+        reference = _rounded(x, x32, merged.dtype, scratch)
         got = merged[rows]
         same = same_bits(reference, got)  # bits: -0.0 against 0.0 takes the ulp path, also 0
         if not same:
@@ -224,28 +256,57 @@ def _residual_sums(
             noise = scratch.work("verify-spare", shape, torch.float64).copy_(reference).sub_(x)
             noise = noise.view(-1)
             sums.noise += float(noise @ noise)
-        residual = _residual32(x, got, scratch)
+        residual = _residual32(x, x32, got, scratch)
         flat = residual.view(-1)
         error2 = float(flat @ flat)
         sums.error2 += error2
         if same:  # W' == round(x) here: its distance from x is the rounding noise
             sums.noise += error2
-        sums.projected.addmm_(stacked[rows].T, residual)
+        sums.change_dot += float(_change(base[rows], got, scratch).view(-1) @ flat)
+        if stacked is not None:
+            sums.projected.addmm_(stacked[rows].T, residual)
     return sums
 
 
-def _residual32(x: torch.Tensor, got: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """x - W' in fp32. For a bf16 or fp16 W' (values fp32 holds) it is fp32(x) - W', whose
-    error is x's rounding to fp32, 2^-24 |x|: under 1e-4 of a residual of half an ulp
-    (2^-9 |x| in bf16, 2^-12 in fp16). That is three same-dtype passes instead of a
-    mixed-dtype fp64 subtraction at a fifth of their speed. An fp32 or fp64 W' is
-    subtracted from x in fp64, in place (its residual is as small as x's rounding to fp32)."""
+def _rounded(
+    x: torch.Tensor, x32: torch.Tensor | None, dtype: torch.dtype, scratch: Scratch
+) -> torch.Tensor:
+    """round(x) in `dtype`, as the merge's x.to(dtype) gives it. torch converts fp64 to bf16
+    and fp16 through fp32 (tests/verify/test_rounding.py pins it), so rounding `x32`, x
+    already in fp32, gives the same bits from a pass over half the bytes."""
+    if dtype == torch.float64:
+        return x
+    if dtype == torch.float32:
+        return x32
+    return scratch.work("verify-rounded", tuple(x.shape), dtype).copy_(x32)
+
+
+def _residual32(
+    x: torch.Tensor, x32: torch.Tensor | None, got: torch.Tensor, scratch: Scratch
+) -> torch.Tensor:
+    """x - W' in fp32. For a bf16 or fp16 W' (values fp32 holds) it is x32 - W', in place in
+    x32 (fp32(x), which rounding needed anyway), whose error is x's rounding to fp32,
+    2^-24 |x|: under 1e-4 of a residual of half an ulp (2^-9 |x| in bf16, 2^-12 in fp16).
+    That is same-dtype passes instead of a mixed-dtype fp64 subtraction at a fifth of their
+    speed. An fp32 or fp64 W' is subtracted from x in fp64, in place (its residual is as
+    small as x's rounding to fp32)."""
     shape = tuple(x.shape)
-    residual = scratch.work("verify-residual32", shape, torch.float32)
     if got.dtype in (torch.float32, torch.float64):
+        residual = scratch.work("verify-residual32", shape, torch.float32)
         return residual.copy_(x.sub_(got))
-    residual.copy_(x)
-    return residual.sub_(scratch.work("verify-merged32", shape, torch.float32).copy_(got))
+    return x32.sub_(scratch.work("verify-merged32", shape, torch.float32).copy_(got))
+
+
+def _change(base: torch.Tensor, got: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    """W' - W in fp32, exact for bf16 and fp16 W and W' (both fp32 values, close to each
+    other); for bf16 and fp16 W' it is made in place in the fp32 copy of W' that
+    `_residual32` left in scratch."""
+    shape = tuple(got.shape)
+    if got.dtype in (torch.bfloat16, torch.float16):
+        merged32 = scratch.work("verify-merged32", shape, torch.float32)
+        return merged32.sub_(scratch.work("verify-base32", shape, torch.float32).copy_(base))
+    change = scratch.work("verify-change", shape, torch.float64).copy_(got).sub_(base)
+    return scratch.work("verify-change32", shape, torch.float32).copy_(change)
 
 
 def _tensor_fit(
