@@ -80,6 +80,29 @@ def test_out_of_order_and_a_subset(checkpoint):
     _assert_right(checkpoint, got, digests)
 
 
+def test_views_of_the_blocks_where_a_run_of_elements_lies_in_one(checkpoint):
+    """span gives how many elements from an entry's first lie in one block and view gives
+    them without a copy; walked piece by piece, every tensor's bytes and every digest come
+    out right, and an entry behind the stream spans nothing (read reads it from its file)."""
+    entries = [e for e in checkpoint.entries.values() if e.nbytes]
+    got = {}
+    with CheckpointStream(checkpoint.files, depth=2, block_bytes=BLOCK) as stream:
+        for entry in entries:
+            count, start, pieces = entry.nbytes // entry.torch_dtype.itemsize, 0, []
+            while start < count:
+                piece = entry.elements(start, count)
+                span = stream.span(piece)
+                assert span > 0
+                view = stream.view(entry.elements(start, start + span))
+                pieces.append(view.clone())
+                start += span
+            got[entry.name] = torch.cat(pieces).view(entry.torch_dtype).reshape(entry.shape)
+            assert stream.span(entry) == 0  # behind the stream now
+        digests = stream.digests()
+    assert len(got) == 5 and any(len(e.shape) and e.nbytes > BLOCK for e in entries)
+    _assert_right(checkpoint, got, digests)
+
+
 def test_into_a_caller_buffer(checkpoint):
     entry = checkpoint.entries["embed"]
     buffer = torch.empty(entry.nbytes + 100, dtype=torch.uint8)

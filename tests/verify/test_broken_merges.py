@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 
@@ -179,14 +180,20 @@ def test_template_check():
     assert len(problems) == 2 and "template mismatch" in problems[0]
 
 
+@pytest.mark.parametrize("block", [None, 8192], ids=["4MB-blocks", "8KB-blocks"])
 @pytest.mark.parametrize("chunk", [7, 1 << 20], ids=["many-chunks", "one-chunk"])
 def test_untouched_tensors_are_compared_a_chunk_at_a_time(
-    models, good, tmp_path, chunk, monkeypatch
+    models, good, tmp_path, chunk, block, monkeypatch
 ):
-    """An untouched tensor is compared in chunks of elements (memory follows the chunk): a
-    change is counted across chunk boundaries, NaN in any chunk is named, and the good merge
+    """An untouched tensor is compared in chunks of elements (memory follows the chunk), as
+    views of both streams' blocks where both hold them and copies where a chunk straddles a
+    block of either (8 KB blocks: most do, at other offsets in the two files): a change is
+    counted across chunk and block boundaries, NaN in any chunk is named, and the good merge
     stays EXACT."""
     monkeypatch.setattr(verify_run, "_CHUNK_ELEMENTS", chunk)
+    if block is not None:
+        stream = functools.partial(verify_run.CheckpointStream, block_bytes=block)
+        monkeypatch.setattr(verify_run, "CheckpointStream", stream)
     assert _verify(models, good)["verdict"] == "EXACT"
     broken = tmp_path / "embed"
     shutil.copytree(good, broken)

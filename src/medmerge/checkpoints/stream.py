@@ -77,9 +77,10 @@ class CheckpointStream:
     def read(self, entry: TensorEntry, into: torch.Tensor | None = None) -> torch.Tensor:
         """`entry`'s tensor, as `read_tensor` gives it (into the flat uint8 buffer `into`, or
         a fresh tensor)."""
-        index = self._order.get(entry.file)
-        if index is None or self._done or (index, entry.start) < (self._file, self._offset):
+        where = self._where(entry)
+        if where is None:
             return read_tensor(entry, into)
+        index = where[0]
         if entry.nbytes == 0:
             return torch.empty(entry.shape, dtype=entry.torch_dtype)
         raw = torch.empty(entry.nbytes, dtype=torch.uint8) if into is None else into[: entry.nbytes]
@@ -92,6 +93,38 @@ class CheckpointStream:
             done += take
         self._file, self._offset = index, entry.end
         return raw.view(entry.torch_dtype).reshape(entry.shape)
+
+    def span(self, entry: TensorEntry) -> int:
+        """How many of `entry`'s elements, from its first, lie in the block that holds that
+        first byte (0 for an entry asked for out of order, which `read` reads from its file,
+        or one whose first byte is not on an element boundary of its block). Blocks before
+        it are given back, as `read` does."""
+        where = self._where(entry)
+        if where is None or entry.nbytes == 0:
+            return 0
+        _, start, count, _ = self._block_at(*where)
+        size = entry.torch_dtype.itemsize
+        if (entry.start - start) % size:
+            return 0
+        return min(start + count - entry.start, entry.nbytes) // size
+
+    def view(self, entry: TensorEntry) -> torch.Tensor:
+        """`entry`'s elements without a copy: a view of the stream's block, valid until the
+        stream is asked for anything else. The entry must lie within `span` of its start."""
+        index, offset = self._where(entry)
+        _, start, count, buffer = self._block_at(index, offset)
+        if entry.end > start + count:
+            raise ValueError(f"{entry.name}: bytes {entry.start}..{entry.end} span two blocks")
+        raw = torch.frombuffer(buffer, dtype=torch.uint8, count=entry.nbytes, offset=offset - start)
+        self._file, self._offset = index, entry.end
+        return raw.view(entry.torch_dtype).reshape(entry.shape)
+
+    def _where(self, entry: TensorEntry) -> tuple[int, int] | None:
+        """(file index, offset) of `entry`'s first byte when the stream is before it."""
+        index = self._order.get(entry.file)
+        if index is None or self._done or (index, entry.start) < (self._file, self._offset):
+            return None
+        return index, entry.start
 
     def digests(self) -> dict[Path, str]:
         """Every file's weights digest (the rest of the files is read and hashed first)."""

@@ -319,15 +319,26 @@ def _streamed_pairs(checks, base: Checkpoint, merged: Checkpoint, streams, scrat
 
 
 def _chunk_pairs(b: TensorEntry, m: TensorEntry, base_stream, merged_stream, scratch: Scratch):
-    """The same _CHUNK_ELEMENTS elements of two stored tensors at a time, flat."""
+    """The same elements of two stored tensors at a time, flat: views of both streams' blocks
+    where both hold the next elements (no copy), else up to _CHUNK_ELEMENTS copied."""
     count, room = math.prod(b.shape), (_CHUNK_ELEMENTS * 8,)  # bytes of the widest dtype
-    for start in range(0, count, _CHUNK_ELEMENTS):
+    start = 0
+    while start < count:
         stop = min(start + _CHUNK_ELEMENTS, count)
         pieces = [entry.elements(start, stop) for entry in (b, m)]
-        yield (
-            base_stream.read(pieces[0], scratch.work("verify-base-chunk", room, torch.uint8)),
-            merged_stream.read(pieces[1], scratch.work("verify-merged-chunk", room, torch.uint8)),
-        )
+        both = min(base_stream.span(pieces[0]), merged_stream.span(pieces[1]))
+        if both:
+            stop = start + both
+            pieces = [entry.elements(start, stop) for entry in (b, m)]
+            yield base_stream.view(pieces[0]), merged_stream.view(pieces[1])
+        else:
+            yield (
+                base_stream.read(pieces[0], scratch.work("verify-base-chunk", room, torch.uint8)),
+                merged_stream.read(
+                    pieces[1], scratch.work("verify-merged-chunk", room, torch.uint8)
+                ),
+            )
+        start = stop
 
 
 def _sampled_pairs(checks, base: Checkpoint, merged: Checkpoint, scratch: Scratch, reader):
