@@ -267,8 +267,6 @@ def _mcq_formats():
 
 def _before_import(cmd: Command) -> None:
     """What main does after parsing, done first: a command's flags import its stage."""
-    if cmd.path[0] in _STREAMING_COMMANDS:
-        _idle_threads_sleep()
     _quiet_libraries(cmd.path[0])
 
 
@@ -380,16 +378,6 @@ def _on_sigterm(signum, frame) -> None:
 _STREAMING_COMMANDS = {"merge", "verify"}
 
 
-def _idle_threads_sleep() -> None:
-    """Let torch's idle OpenMP threads sleep instead of spinning (before torch is imported).
-
-    merge and verify overlap torch arithmetic with reader, writer and hashing threads; spinning
-    OpenMP workers took about a fifth of the CPU from those threads on 2 cores (perf, 1.8 B merge).
-    """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def _quiet_libraries(command: str) -> None:
     """Keep library chatter (load bars, deprecation notes) out of the user's terminal."""
     import warnings
@@ -423,8 +411,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_BAD_INPUT
     args = parser.parse_args(argv)
-    if args.command in _STREAMING_COMMANDS:
-        _idle_threads_sleep()
     _quiet_libraries(args.command)
     previous = None
     with contextlib.suppress(ValueError):  # not the main thread
