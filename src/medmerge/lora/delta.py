@@ -158,7 +158,7 @@ class StackedFactors:
     A = [A_1; A_2; ...] and B = [w_1 s_1 B_1, w_2 s_2 B_2, ...] in fp64, so B @ A is
     sum_i w_i s_i B_i @ A_i (transposed when `transpose`: Conv1D, fan_in_fan_out, embedding).
     `parts` keeps each adapter's (index, weight, factors) for checks that need them apart;
-    `unweighted` their (s_i B_i, A_i) in fp64 when asked for, made from the same reads.
+    `unweighted` each part's s_i B_i in fp64 when asked for, made from the same reads.
     """
 
     A: torch.Tensor

@@ -103,7 +103,8 @@ def check_touched(
         )
         return TensorResult(name, True, problem=problem)
     if checked_by_factors(name, adapters, method):
-        factors = factors or stacked_factors(name, adapters, plan, unweighted=True)
+        if factors is None:
+            factors = stacked_factors(name, adapters, plan, unweighted=True)
         return _check_lora(name, base, merged, factors, fit, scratch or Scratch())
     w = base.double()
     deltas = adapter_deltas(name, adapters, base)
@@ -150,9 +151,9 @@ def _check_lora(
     in cache (the whole tensor in fp64 does not).
 
     One adapter's <d_k, r> needs no projection: sum_i w_i <d_i, r> = <x - W, r>, which is
-    -||r||^2 - <W' - W, x - W'>, one dot per block. The adapter left out is the one whose
-    projection costs most (the largest rank), among those whose weight does not shrink
-    the division below (`_derived_part`); with one adapter no projection is made at all.
+    -||r||^2 - <W' - W, x - W'>, one dot per block, and <d_k, r> follows by dividing by
+    w_k. The adapter left out is the one with the largest |w_k| * rank_k (`_derived_part`);
+    with one adapter no projection is made at all.
     """
     parts = factors.scaled()  # x = W + factors.B @ factors.A (or its transpose)
     derived = _derived_part(parts)
@@ -256,13 +257,13 @@ def _residual_sums(
             noise = scratch.work("verify-spare", shape, torch.float64).copy_(reference).sub_(x)
             noise = noise.view(-1)
             sums.noise += float(noise @ noise)
-        residual = _residual32(x, x32, got, scratch)
+        residual, change = _residual32(x, x32, got, base[rows], scratch)
         flat = residual.view(-1)
         error2 = float(flat @ flat)
         sums.error2 += error2
         if same:  # W' == round(x) here: its distance from x is the rounding noise
             sums.noise += error2
-        sums.change_dot += float(_change(base[rows], got, scratch).view(-1) @ flat)
+        sums.change_dot += float(change.view(-1) @ flat)
         if stacked is not None:
             sums.projected.addmm_(stacked[rows].T, residual)
     return sums
@@ -282,31 +283,29 @@ def _rounded(
 
 
 def _residual32(
-    x: torch.Tensor, x32: torch.Tensor | None, got: torch.Tensor, scratch: Scratch
-) -> torch.Tensor:
-    """x - W' in fp32. For a bf16 or fp16 W' (values fp32 holds) it is x32 - W', in place in
-    x32 (fp32(x), which rounding needed anyway), whose error is x's rounding to fp32,
-    2^-24 |x|: under 1e-4 of a residual of half an ulp (2^-9 |x| in bf16, 2^-12 in fp16).
-    That is same-dtype passes instead of a mixed-dtype fp64 subtraction at a fifth of their
-    speed. An fp32 or fp64 W' is subtracted from x in fp64, in place (its residual is as
-    small as x's rounding to fp32)."""
+    x: torch.Tensor,
+    x32: torch.Tensor | None,
+    got: torch.Tensor,
+    base: torch.Tensor,
+    scratch: Scratch,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x - W', W' - W) in fp32, for the rows `got` of W' and `base` of W.
+
+    For a bf16 or fp16 W' (values fp32 holds) x - W' is x32 - W', in place in x32 (fp32(x),
+    which rounding needed anyway), whose error is x's rounding to fp32, 2^-24 |x|: under
+    1e-4 of a residual of half an ulp (2^-9 |x| in bf16, 2^-12 in fp16). That is same-dtype
+    passes instead of a mixed-dtype fp64 subtraction at a fifth of their speed. W' - W is
+    then made in place in W''s fp32 copy, exact for a bf16 or fp16 W (two close fp32
+    values). An fp32 or fp64 W' is subtracted in fp64 (its residual is as small as x's
+    rounding to fp32)."""
     shape = tuple(x.shape)
     if got.dtype in (torch.float32, torch.float64):
-        residual = scratch.work("verify-residual32", shape, torch.float32)
-        return residual.copy_(x.sub_(got))
-    return x32.sub_(scratch.work("verify-merged32", shape, torch.float32).copy_(got))
-
-
-def _change(base: torch.Tensor, got: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-    """W' - W in fp32, exact for bf16 and fp16 W and W' (both fp32 values, close to each
-    other); for bf16 and fp16 W' it is made in place in the fp32 copy of W' that
-    `_residual32` left in scratch."""
-    shape = tuple(got.shape)
-    if got.dtype in (torch.bfloat16, torch.float16):
-        merged32 = scratch.work("verify-merged32", shape, torch.float32)
-        return merged32.sub_(scratch.work("verify-base32", shape, torch.float32).copy_(base))
-    change = scratch.work("verify-change", shape, torch.float64).copy_(got).sub_(base)
-    return scratch.work("verify-change32", shape, torch.float32).copy_(change)
+        change = scratch.work("verify-change", shape, torch.float64).copy_(got).sub_(base)
+        residual = scratch.work("verify-residual32", shape, torch.float32).copy_(x.sub_(got))
+        return residual, scratch.work("verify-change32", shape, torch.float32).copy_(change)
+    merged32 = scratch.work("verify-merged32", shape, torch.float32).copy_(got)
+    residual = x32.sub_(merged32)
+    return residual, merged32.sub_(scratch.work("verify-base32", shape, torch.float32).copy_(base))
 
 
 def _tensor_fit(
