@@ -178,11 +178,11 @@ class StackedFactors:
 
     def scaled(self) -> list[tuple[int, float, torch.Tensor, torch.Tensor]]:
         """(adapter index, weight, s_i B_i, A_i) in fp64 per adapter, B and A swapped when the
-        tensor is stored transposed (then d_i = (s_i B_i A_i)^T = A_i^T (s_i B_i)^T)."""
+        tensor is stored transposed (then d_i = (s_i B_i A_i)^T = A_i^T (s_i B_i)^T). Needs
+        the factors stacked with `unweighted`."""
         found, start = [], 0
-        for k, (index, weight, factors) in enumerate(self.parts):
+        for (index, weight, factors), B in zip(self.parts, self.unweighted, strict=True):
             stop = start + factors.rank
-            B = self.unweighted[k] if self.unweighted else factors.B.double() * factors.scale
             A = self.A[start:stop]  # the stacked copy of A_i, in fp64 already
             found.append((index, weight, *((A.T, B.T) if self.transpose else (B, A))))
             start = stop

@@ -68,8 +68,8 @@ def backward_in_pieces(
 ) -> torch.Tensor:
     """Forward and backward of `batch` (in pieces when `split`); the step's mean loss, detached."""
     ranges = pieces(batch) if split else [slice(None)]
-    scored = [int((batch["labels"][:, r][:, 1:] != IGNORE_INDEX).sum()) for r in ranges]
-    total = sum(scored) if len(ranges) > 1 else 0
+    scored = [] if len(ranges) == 1 else [_scored(batch, r) for r in ranges]
+    total = sum(scored)
     if total == 0:  # one piece, or nothing scored: the whole batch at once
         loss = compute_loss(batch)
         accelerator.backward(loss)
@@ -85,3 +85,8 @@ def backward_in_pieces(
             accelerator.backward(loss)
         step_loss += loss.detach()
     return step_loss
+
+
+def _scored(batch: dict[str, torch.Tensor], columns: slice) -> int:
+    """Tokens of `columns` whose next-token loss counts (a label after the first column)."""
+    return int((batch["labels"][:, columns][:, 1:] != IGNORE_INDEX).sum())

@@ -260,7 +260,7 @@ def _check_tensors(
     results = TensorResults()
     results.not_finite = False
     digests: dict[str, dict[Path, str]] = {}
-    adapters, plan, method, _ = _fields(intended)
+    adapters, plan, method, params = _fields(intended)
     ahead = [n for n, touched in checks if touched and checked_by_factors(n, adapters, method)]
     with contextlib.ExitStack() as stack:
         factors_reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
@@ -282,7 +282,16 @@ def _check_tensors(
                 base_tensor, merged_tensor = tensors
                 stacked = next(factors) if name in by_factors else None
                 result = check_touched(
-                    name, base_tensor, merged_tensor, *_fields(intended), fit, scratch, stacked
+                    name,
+                    base_tensor,
+                    merged_tensor,
+                    adapters,
+                    plan,
+                    method,
+                    params,
+                    fit,
+                    scratch,
+                    stacked,
                 )
                 finite = result.finite or all_finite(merged_tensor)
             else:
